@@ -1,0 +1,142 @@
+"""The benchmark subcommands: ``all``, ``run``, ``figures``, ``ls``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from bench.errors import UsageError
+
+log = logging.getLogger("bench")
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> None:
+    p.add_argument("--out", default=default_out, help="results directory (default: %(default)s)")
+    p.add_argument("--preset", default="embedded", help="model+SAE preset name or TOML file (default: embedded)")
+    p.add_argument("--world", default=None, help="embedded-world directory (default: the shipped one)")
+    p.add_argument("--error-policy", default="drop", help="drop (paper), keep or mean")
+    p.add_argument("--ablation", default="mean", help="mean (paper), zero or counterfactual")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-train", type=int, default=None, help="train prompts per task (default 64; quick 32)")
+    p.add_argument("--n-test", type=int, default=None, help="test prompts per task (default 128; quick 64)")
+    p.add_argument("--quick", action="store_true", help="smaller sweep, for a first look")
+    p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="method option, e.g. binary_mask.steps=100 (JSON value); repeatable")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-figures", action="store_true", help="skip figures and report")
+
+
+def add_run_commands(sub) -> None:
+    from bench import cli
+
+    sub.choices["train"].set_defaults(func=cli.cmd_train)
+
+    a = sub.add_parser("all", help="every method x every task on the preset -> results, figures, report")
+    _run_options(a)
+    a.set_defaults(func=cmd_all)
+
+    r = sub.add_parser("run", help="a subset of methods and tasks")
+    r.add_argument("--methods", required=True, type=_csv, help="comma list: names, module:Class or file.py:Class")
+    r.add_argument("--tasks", required=True, type=_csv, help="comma list: names or .json/.jsonl task files")
+    _run_options(r)
+    r.set_defaults(func=cmd_run)
+
+    f = sub.add_parser("figures", help="redraw every figure and the report from stored rows (no model run)")
+    f.add_argument("--results", default="results", help="results directory (default: %(default)s)")
+    f.add_argument("--out", default=None, help="figure directory (default: RESULTS/figures)")
+    f.set_defaults(func=cmd_figures)
+
+    ls = sub.add_parser("ls", help="list methods, tasks and presets")
+    ls.set_defaults(func=cmd_ls)
+
+
+def _parse_options(items: list[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        method, dot, opt = key.partition(".")
+        if not eq or not dot or not opt:
+            raise UsageError(f"--option {item!r}: expected METHOD.KEY=VALUE, e.g. binary_mask.steps=100")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(method, {})[opt] = value
+    return out
+
+
+def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tuple[str, ...] | None):
+    from bench.harness import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig
+
+    n_train = args.n_train if args.n_train is not None else (32 if args.quick else 64)
+    n_test = args.n_test if args.n_test is not None else (64 if args.quick else 128)
+    return RunConfig(
+        preset=args.preset, tasks=tasks or DEFAULT_TASKS, methods=methods or DEFAULT_METHODS,
+        error_policy=args.error_policy, ablation=args.ablation, seed=args.seed, n_train=n_train, n_test=n_test,
+        n_grid=10 if args.quick else 14, n_knockout=10 if args.quick else 20, quick=args.quick,
+        method_options=_parse_options(args.option), world_dir=args.world, device=args.device,
+    )
+
+
+def _execute(args: argparse.Namespace, cfg) -> int:
+    from bench.runner import run_benchmark
+
+    table, failures = run_benchmark(cfg, args.out)
+    log.info("results: %s (%d rows)", Path(args.out) / "results.parquet", len(table))
+    if not args.no_figures:
+        _figures_and_report(Path(args.out), Path(args.out) / "figures")
+    if failures:
+        for f in failures:
+            log.error("failed cell: %s", f)
+        log.error("%d cell(s) failed; every other cell finished and is saved", len(failures))
+        return 1
+    return 0
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    return _execute(args, _config(args, None, None))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _execute(args, _config(args, args.tasks, args.methods))
+
+
+def _figures_and_report(results: Path, fig_dir: Path) -> None:
+    from bench.report import write_report
+    from bench.results import load_results
+    from figures import render_all
+
+    df = load_results(results)
+    written = render_all(df, fig_dir)
+    report = write_report(df, results, fig_dir)
+    log.info("figures: %d files in %s; report: %s", len(written), fig_dir, report)
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    results = Path(args.results)
+    _figures_and_report(results, Path(args.out) if args.out else results / "figures")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from bench import registry
+    from bench.presets import builtin_presets
+
+    for kind in ("method", "task"):
+        status = registry.check_all(kind)
+        print(f"{kind}s:")
+        for name, e in registry.entries(kind).items():
+            state = "ok" if status[name] is None else f"FAILED TO LOAD: {status[name]}"
+            print(f"  {name:<24} {e.package} {e.version}  [{state}]")
+    if not registry.plugins_enabled():
+        print("(third-party plugins are switched off: BENCH_NO_PLUGINS is set)")
+    print("presets:")
+    for name, p in builtin_presets().items():
+        print(f"  {name:<24} {p.description}")
+    return 0

@@ -1,0 +1,114 @@
+"""Load a preset into a :class:`World`: tokenizer + SAE-spliced model, offline-first.
+
+The embedded world is read from safetensors/JSON files. Hub presets go through
+``HookedTransformer.from_pretrained_no_processing`` and ``SAE.from_pretrained``; without hub access
+they fail at once with one line naming what could not be fetched (the CLI sets
+``HF_HUB_OFFLINE=1`` unless ``BENCH_ONLINE=1``, so nothing waits on network retries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.presets import Preset, get_preset
+from bench.spliced import SplicedModel
+
+
+@dataclass
+class World:
+    """Everything a run needs from the model side."""
+
+    preset: Preset
+    spliced: SplicedModel
+    tokenizer: object
+    sae_ids: tuple[str, ...]
+    fingerprint: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        return self.preset.model
+
+
+def embedded_dir() -> Path:
+    from bench.world.artifacts import EMBEDDED_DIR
+
+    return Path(os.environ.get("BENCH_WORLD_DIR", EMBEDDED_DIR))
+
+
+def load_world(preset: str | Preset = "embedded", error_policy: str = "drop", device: str = "cpu",
+               world_dir: str | Path | None = None) -> World:
+    """Load ``preset`` (name, TOML path or Preset) with the given error-term policy."""
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    if preset.is_embedded:
+        return _load_embedded(preset, Path(world_dir) if world_dir else embedded_dir(), error_policy, device)
+    return _load_hub(preset, error_policy, device)
+
+
+def _load_embedded(preset: Preset, root: Path, error_policy: str, device: str) -> World:
+    from sae_lens import SAE
+
+    from bench.world.artifacts import file_hashes, load_model
+    from bench.world.tokenizer import load_tokenizer
+
+    if not (root / "model" / "model.safetensors").is_file():
+        raise BenchError(
+            f"{root}: no embedded world here (model/model.safetensors missing); run 'python -m bench train' to build it"
+        )
+    tokenizer = load_tokenizer(root / "tokenizer")
+    model = load_model(root / "model", tokenizer, device=device, dtype=preset.dtype)
+    ids = list(preset.sae_ids)
+    if ids == ["*"]:
+        ids = sorted((p.name for p in (root / "saes").iterdir() if (p / "cfg.json").is_file()), key=_layer_key)
+    saes = {}
+    for sae_id in ids:
+        path = root / "saes" / sae_id
+        if not (path / "cfg.json").is_file():
+            raise BenchError(f"{path}: SAE {sae_id!r} of preset {preset.name!r} not found in the world directory")
+        sae = SAE.load_from_disk(str(path), device=device)
+        saes[sae.cfg.metadata.hook_name or sae_id] = sae
+    hashes = file_hashes(root)
+    fp = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
+    meta = json.loads((root / "world.json").read_text()) if (root / "world.json").is_file() else {}
+    spliced = SplicedModel(model, saes, error_policy)
+    return World(preset, spliced, tokenizer, tuple(ids), fp, {"file_hashes": hashes, "world": meta})
+
+
+def _layer_key(hook: str) -> tuple[int, str]:
+    parts = hook.split(".")
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1, hook)
+
+
+def _load_hub(preset: Preset, error_policy: str, device: str) -> World:
+    import torch
+    from sae_lens import SAE
+    from transformer_lens import HookedTransformer
+
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    how = "the Hugging Face hub is switched off (HF_HUB_OFFLINE=1; set BENCH_ONLINE=1 where the hub is reachable)" if offline else "the Hugging Face hub could not be reached"
+    saes = {}
+    for sae_id in preset.sae_ids:
+        try:
+            sae = SAE.from_pretrained(preset.sae_release, sae_id, device=device)
+        except Exception as exc:  # noqa: BLE001 - any failure here is 'could not fetch'
+            raise BenchError(
+                f"preset {preset.name!r}: could not fetch SAE {preset.sae_release}/{sae_id}: {how} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from None
+        saes[sae.cfg.metadata.hook_name] = sae
+    try:
+        model = HookedTransformer.from_pretrained_no_processing(
+            preset.model, device=device, dtype=getattr(torch, preset.dtype)
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise BenchError(
+            f"preset {preset.name!r}: could not fetch model {preset.model!r}: {how} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
+    fp = hashlib.sha256(repr((preset.model, preset.sae_release, preset.sae_ids)).encode()).hexdigest()[:16]
+    return World(preset, SplicedModel(model, saes, error_policy), model.tokenizer, tuple(preset.sae_ids), fp)

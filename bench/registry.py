@@ -1,0 +1,139 @@
+"""Lazy registry of methods and tasks, discovered through entry points.
+
+Entry-point groups ``sae_circuit_bench.methods`` and ``sae_circuit_bench.tasks`` map a name to
+``module:Class``. The suite's own methods and tasks register the same way a third-party package
+does (see ``pyproject.toml``). Listing reads entry-point metadata only; a plugin's module is imported
+when it is used, and one that fails to import is reported with its reason, never fatal.
+
+Loading a plugin runs its code. ``BENCH_NO_PLUGINS=1`` turns off every entry point that does not
+come from this suite's own distribution.
+
+A method can also be named without packaging it: ``my_pkg.my_module:MyMethod`` or
+``path/to/file.py:MyMethod``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from bench.errors import UsageError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+DIST = "sae-circuit-bench"
+GROUPS = {"method": "sae_circuit_bench.methods", "task": "sae_circuit_bench.tasks"}
+
+# The built-ins, used when the suite runs from a source tree that was never pip-installed
+# (entry points then do not exist). Same names and targets as pyproject.toml.
+BUILTINS = {
+    "method": {
+        "binary_mask": "methods.binary_mask:BinaryMask",
+        "attribution_patching": "methods.attribution_patching:AttributionPatching",
+        "integrated_gradients": "methods.integrated_gradients:IntegratedGradients",
+        "activation_patching": "methods.activation_patching:ActivationPatching",
+    },
+    "task": {
+        "dict_keyerror": "tasks.dict_keyerror:DictKeyError",
+        "list_indexerror": "tasks.list_indexerror:ListIndexError",
+        "sva": "tasks.sva:SubjectVerbAgreement",
+        "ioi": "tasks.ioi:IndirectObjectIdentification",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered method or task: where it lives and which package provides it."""
+
+    kind: str
+    name: str
+    target: str
+    package: str
+    version: str
+
+    @property
+    def builtin(self) -> bool:
+        return self.package == DIST
+
+
+def plugins_enabled() -> bool:
+    return os.environ.get("BENCH_NO_PLUGINS", "") not in ("1", "true", "yes")
+
+
+def entries(kind: str) -> dict[str, Entry]:
+    """Every registered ``kind`` ('method' or 'task'), without importing any of them."""
+    from bench import __version__
+
+    found: dict[str, Entry] = {
+        n: Entry(kind, n, t, DIST, __version__) for n, t in BUILTINS[kind].items()
+    }
+    for ep in entry_points(group=GROUPS[kind]):
+        dist = ep.dist.metadata["Name"] if ep.dist else "?"
+        version = ep.dist.version if ep.dist else "?"
+        if dist != DIST and not plugins_enabled():
+            continue
+        if dist == DIST:
+            continue  # the built-ins above, same targets
+        if ep.name in found:
+            log.warning("%s %r from %s ignored: the name is taken by %s", kind, ep.name, dist, found[ep.name].package)
+            continue
+        found[ep.name] = Entry(kind, ep.name, ep.value, dist, version)
+    return found
+
+
+def _import_target(target: str):
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise UsageError(f"{target!r}: expected 'module:Class' or 'path/to/file.py:Class'")
+    if module_name.endswith(".py"):
+        path = Path(module_name)
+        if not path.is_file():
+            raise UsageError(f"{target!r}: file {path} not found")
+        spec = importlib.util.spec_from_file_location(f"bench_plugin_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise UsageError(f"{target!r}: module {module_name!r} has no attribute {attr!r}") from None
+
+
+class PluginLoadError(Exception):
+    """A registered plugin could not be imported (its reason is the message)."""
+
+
+def load(kind: str, name: str):
+    """The class registered as ``name`` (or a ``module:Class`` / ``file.py:Class`` target)."""
+    if ":" in name:
+        return _import_target(name)
+    known = entries(kind)
+    if name not in known:
+        raise UsageError(did_you_mean(name, known, kind))
+    try:
+        return _import_target(known[name].target)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any import failure of a plugin is reported, not raised raw
+        raise PluginLoadError(f"{kind} {name!r} ({known[name].package}) failed to load: {type(exc).__name__}: {exc}") from exc
+
+
+def check_all(kind: str) -> dict[str, str | None]:
+    """Import every registered ``kind``; name -> None if it loads, else the reason."""
+    out = {}
+    for name in entries(kind):
+        try:
+            load(kind, name)
+            out[name] = None
+        except (PluginLoadError, UsageError) as exc:
+            out[name] = str(exc)
+    return out

@@ -1,0 +1,154 @@
+"""The results store: one tidy long table, written cell by cell, atomically.
+
+Layout of a results directory::
+
+    cells/<task>__<method>__<key>.parquet   one finished cell (written to a temp file, then renamed)
+    results.parquet, results.csv            every cell of the last run, concatenated
+    run.json                                config, versions, commit, machine, schema version
+    figures/, report.md                     made from the rows only
+
+A cell file exists only if its cell finished, so after a kill at any moment a rerun recomputes
+exactly the cells without a file; a half-written temp file is never read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from bench import SCHEMA_VERSION, __version__
+from bench.errors import BenchError
+
+COLUMNS = [
+    "schema_version", "task", "task_version", "method", "method_version", "params", "model", "preset",
+    "sae_ids", "error_policy", "ablation", "split", "seed", "n_train", "n_test", "size_unit",
+    "circuit", "circuit_params", "k", "metric", "value", "sample", "site", "pos", "latent",
+    "status", "error",
+]
+DEFAULTS = {"circuit": -1, "circuit_params": "{}", "k": float("nan"), "sample": -1, "site": "", "pos": -1,
+            "latent": -1, "status": "ok", "error": ""}
+
+
+def to_frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame([{**DEFAULTS, **r} for r in rows])
+    for c in COLUMNS:
+        if c not in df:
+            df[c] = DEFAULTS.get(c, "")
+    df = df[COLUMNS]
+    df["value"] = df["value"].astype("float64")
+    df["k"] = df["k"].astype("float64")
+    for c in ("circuit", "sample", "pos", "latent", "seed", "n_train", "n_test", "schema_version"):
+        df[c] = df[c].astype("int64")
+    return df
+
+
+class ResultsDir:
+    """A results directory; checks it is writable and of this schema version."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            (self.path / "cells").mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise BenchError(f"output directory {self.path} cannot be written ({exc.strerror or exc}); choose another with --out") from None
+        run_json = self.path / "run.json"
+        if run_json.is_file():
+            try:
+                found = json.loads(run_json.read_text()).get("schema_version")
+            except json.JSONDecodeError:
+                raise BenchError(f"{run_json}: not valid JSON; move the directory away or choose another --out") from None
+            if found != SCHEMA_VERSION:
+                raise BenchError(
+                    f"{self.path}: results of schema version {found}, this suite writes {SCHEMA_VERSION}; use a new --out directory"
+                )
+
+    def cell_path(self, task: str, method: str, key: str) -> Path:
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{task}__{method}")
+        return self.path / "cells" / f"{safe}__{key}.parquet"
+
+    def has_cell(self, path: Path) -> bool:
+        if not path.is_file():
+            return False
+        try:
+            pd.read_parquet(path)
+            return True
+        except Exception:  # noqa: BLE001 - a corrupt cell file is recomputed, never used
+            path.unlink(missing_ok=True)
+            return False
+
+    def write_cell(self, path: Path, df: pd.DataFrame) -> None:
+        write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+    def collect(self, paths: list[Path]) -> pd.DataFrame:
+        frames = [pd.read_parquet(p) for p in paths if p.is_file()]
+        if not frames:
+            return to_frame([])
+        return pd.concat(frames, ignore_index=True)
+
+    def write_table(self, df: pd.DataFrame) -> None:
+        write_atomic(self.path / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
+        write_atomic(self.path / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
+
+    def write_run_json(self, info: dict) -> None:
+        text = json.dumps({"schema_version": SCHEMA_VERSION, **info}, indent=2, sort_keys=True, default=str) + "\n"
+        write_atomic(self.path / "run.json", lambda tmp: Path(tmp).write_text(text))
+
+
+def write_atomic(path: Path, write) -> None:
+    """Write through a temp file in the same folder, fsync, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_results(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    f = path / "results.parquet" if path.is_dir() else path
+    if not f.is_file():
+        raise BenchError(f"{f}: no results table here; run 'python -m bench all --out {path}' first")
+    df = pd.read_parquet(f)
+    found = set(df["schema_version"].unique()) if "schema_version" in df else {None}
+    if found - {SCHEMA_VERSION}:
+        raise BenchError(f"{f}: results of schema version {sorted(found, key=str)}, this suite reads {SCHEMA_VERSION}")
+    return df
+
+
+def environment_info() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for pkg in ("torch", "transformer-lens", "sae-lens", "captum", "pandas", "numpy", "matplotlib"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    import torch
+
+    return {
+        "bench_version": __version__, "versions": versions, "commit": commit,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "processor": platform.machine(), "torch_threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.is_available()},
+    }

@@ -1,0 +1,288 @@
+"""The SAE-spliced model: a TransformerLens model with SAELens SAEs substituted at residual hooks.
+
+This is the only module that touches TransformerLens hooks and SAELens internals; methods and the
+evaluator speak in latents ``[batch, pos, d_sae]`` per site and never see a hook.
+
+At each site ``blocks.L.hook_resid_post`` (in layer order) the residual ``x`` is replaced by
+``decode(edit(encode(x))) + error``, so each downstream SAE encodes the already-substituted
+residual, as in the paper. The error term follows the policy:
+
+* ``drop`` (the paper's published runs): no error, the residual is the SAE reconstruction;
+* ``keep``: the true error ``x - decode(encode(x))`` of the current input, so with no edit the
+  spliced model equals the plain model (to float rounding);
+* ``mean``: a fixed per-position mean error, fitted on reference prompts (``fit_error_means``).
+
+BOS (position 0) is handled as the paper does: its latents read as zero and its residual is passed
+through unchanged. We use plain TransformerLens hooks rather than ``HookedSAETransformer.add_sae``
+because the latter has no mean-error policy, no BOS pass-through and no soft-mask edits; the SAEs
+themselves are SAELens ``SAE`` objects used through ``encode``/``decode``.
+
+Hooks are installed by ``HookedTransformer.hooks`` inside a context manager and removed in its
+``finally``, so a run that raises leaves no hook behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+ERROR_POLICIES: tuple[str, ...] = ("drop", "keep", "mean")
+
+# An edit maps the latents at one site [batch, pos, d_sae] to edited latents of the same shape.
+Edit = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class PassCounter:
+    """Counts model forward/backward passes (calls and prompts) for the cost metrics."""
+
+    forward_calls: int = 0
+    forward_prompts: int = 0
+    backward_calls: int = 0
+    backward_prompts: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+    def since(self, before: Mapping[str, int]) -> dict[str, int]:
+        return {k: v - before[k] for k, v in self.__dict__.items()}
+
+
+def mask_edit(mask: torch.Tensor, replacement: torch.Tensor) -> Edit:
+    """``f' = r + m * (f - r)``: ``m = 1`` keeps a latent, ``m = 0`` replaces it by ``r``.
+
+    ``mask`` broadcasts against ``[batch, pos, d_sae]``: ``[pos, d_sae]`` (position-wise, shared
+    by the batch), ``[batch, pos, d_sae]`` (per prompt) or ``[d_sae]`` (per latent). The
+    ``replacement`` is ``[pos, d_sae]`` (mean) or ``[batch, pos, d_sae]`` (counterfactual).
+    A bool mask selects with ``torch.where`` (exact); a float mask interpolates (differentiable).
+    """
+
+    def edit(f: torch.Tensor) -> torch.Tensor:
+        r = replacement.to(f.dtype)
+        if mask.dtype == torch.bool:
+            # Binary circuits select exactly: a kept latent is bit-identical to the clean value.
+            return torch.where(mask, f, r)
+        return r + mask.to(f.dtype) * (f - r)
+
+    return edit
+
+
+def set_edit(latents: torch.Tensor) -> Edit:
+    """Replace the latents at a site by given ones (same shape as the site's latents)."""
+
+    def edit(f: torch.Tensor) -> torch.Tensor:
+        return latents.to(f.dtype).expand_as(f) if latents.shape != f.shape else latents.to(f.dtype)
+
+    return edit
+
+
+@dataclass
+class SplicedModel:
+    """A frozen HookedTransformer plus SAEs at residual hooks, with an error-term policy.
+
+    ``saes`` maps hook name -> SAELens ``SAE``; its order is the layer order.
+    """
+
+    model: object
+    saes: dict[str, object]
+    error_policy: str = "drop"
+    bos_passthrough: bool = True
+    error_means: dict[str, torch.Tensor] = field(default_factory=dict)
+    counter: PassCounter = field(default_factory=PassCounter)
+
+    def __post_init__(self) -> None:
+        from bench.errors import BenchError
+
+        if self.error_policy not in ERROR_POLICIES:
+            raise BenchError(
+                f"error policy {self.error_policy!r} is not one of {', '.join(ERROR_POLICIES)}"
+            )
+        hook_dict = self.model.hook_dict
+        for hook, sae in self.saes.items():
+            if hook not in hook_dict:
+                raise BenchError(f"SAE hook {hook!r} does not exist in model {self.model.cfg.model_name!r}")
+            d_model = self.model.cfg.d_model
+            if sae.cfg.d_in != d_model:
+                raise BenchError(
+                    f"SAE at {hook!r} has d_in={sae.cfg.d_in} but the model's residual width is {d_model}"
+                )
+        self.saes = dict(sorted(self.saes.items(), key=lambda kv: _layer_of(kv[0])))
+        for module in [self.model, *self.saes.values()]:
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    # ----- structure -------------------------------------------------------------------------
+    @property
+    def sites(self) -> list[str]:
+        return list(self.saes)
+
+    def d_sae(self, site: str) -> int:
+        return self.saes[site].cfg.d_sae
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def with_policy(self, error_policy: str) -> SplicedModel:
+        """The same model and SAEs under another error policy (shares weights and counters)."""
+        return SplicedModel(self.model, self.saes, error_policy, self.bos_passthrough, dict(self.error_means), self.counter)
+
+    # ----- running ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def spliced(
+        self, edits: Mapping[str, Edit] | None = None, capture: dict[str, torch.Tensor] | None = None,
+        error_means: Mapping[str, torch.Tensor] | None = None,
+    ) -> Iterator[None]:
+        """Install the SAE hooks for the duration of the block; removed even if it raises.
+
+        ``capture``, if given, is filled with each site's (edited) latents ``[batch, pos, d_sae]``.
+        """
+        edits = dict(edits or {})
+        unknown = set(edits) - set(self.saes)
+        if unknown:
+            raise KeyError(f"edits for unknown sites: {sorted(unknown)}")
+        means = self.error_means if error_means is None else error_means
+        if self.error_policy == "mean" and any(s not in means for s in self.saes) and error_means is None:
+            raise RuntimeError("error policy 'mean' needs fit_error_means(...) first")
+
+        def make_hook(site: str) -> Callable:
+            def hook_fn(x: torch.Tensor, hook) -> torch.Tensor:
+                return self.substitute(site, x, edits.get(site), capture, means)
+
+            return hook_fn
+
+        hooks = [(site, make_hook(site)) for site in self.saes]
+        with self.model.hooks(fwd_hooks=hooks):
+            yield
+
+    def substitute(
+        self, site: str, x: torch.Tensor, edit: Edit | None = None,
+        capture: dict[str, torch.Tensor] | None = None, means: Mapping[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The residual that replaces ``x [batch, pos, d_model]`` at ``site`` (see module doc)."""
+        sae = self.saes[site]
+        means = self.error_means if means is None else means
+        f = sae.encode(x)
+        if self.bos_passthrough:
+            f = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:]], dim=1)
+        f_edit = edit(f) if edit is not None else f
+        if capture is not None:
+            capture[site] = f_edit
+        out = sae.decode(f_edit)
+        if self.error_policy == "keep":
+            out = out + (x - sae.decode(f))
+        elif self.error_policy == "mean" and site in means:
+            out = out + means[site][: x.shape[1]].to(out.dtype)
+        if self.bos_passthrough:
+            out = torch.cat([x[:, :1], out[:, 1:]], dim=1)
+        return out
+
+    def run_from(self, site: str, x: torch.Tensor, edits: Mapping[str, Edit] | None = None) -> torch.Tensor:
+        """Logits when the residual entering ``site``'s SAE is ``x``: skips the layers before it.
+
+        Used by exact patching, where only the site's latents change and re-running the layers
+        below would recompute the same residual.
+        """
+        edits = dict(edits or {})
+        layer = _layer_of(site)
+        out = self.substitute(site, x.to(self.device), edits.get(site))
+        downstream = {s: e for s, e in edits.items() if _layer_of(s) > layer}
+        sub = SplicedModel(self.model, {s: a for s, a in self.saes.items() if _layer_of(s) > layer},
+                           self.error_policy, self.bos_passthrough, self.error_means, self.counter)
+        with sub.spliced(downstream):
+            logits = self.model(out, start_at_layer=layer + 1)
+        self._count(logits, len(x))
+        return logits
+
+    @torch.no_grad()
+    def site_inputs(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The residual entering each site's SAE on an unedited spliced run ``[batch, pos, d_model]``."""
+        store: dict[str, torch.Tensor] = {}
+
+        def grab(x: torch.Tensor, hook) -> torch.Tensor:
+            store[hook.name] = x.detach().clone()
+            return x
+
+        # TL runs hooks on one point in the order they were added: grab first, then substitute.
+        with self.model.hooks(fwd_hooks=[(s, grab) for s in self.saes]), self.spliced():
+            self.model(tokens.to(self.device))
+        return store
+
+    def run(
+        self, tokens: torch.Tensor, edits: Mapping[str, Edit] | None = None,
+        capture: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Logits ``[batch, pos, d_vocab]`` of the spliced model with optional latent edits."""
+        tokens = tokens.to(self.device)
+        with self.spliced(edits, capture):
+            logits = self.model(tokens)
+        self._count(logits, len(tokens))
+        return logits
+
+    def run_plain(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits of the model without any SAE (the 'full model' M)."""
+        logits = self.model(tokens.to(self.device))
+        self._count(logits, len(tokens))
+        return logits
+
+    @torch.no_grad()
+    def latents(self, tokens: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
+        """Each site's latents ``[batch, pos, d_sae]`` on an unedited spliced run."""
+        parts: dict[str, list[torch.Tensor]] = {s: [] for s in self.saes}
+        for i in range(0, len(tokens), batch_size):
+            cap: dict[str, torch.Tensor] = {}
+            self.run(tokens[i : i + batch_size], capture=cap)
+            for s in self.saes:
+                parts[s].append(cap[s])
+        return {s: torch.cat(v) for s, v in parts.items()}
+
+    @torch.no_grad()
+    def fit_error_means(self, tokens: torch.Tensor) -> None:
+        """Fit the per-position mean error ``[pos, d_model]`` used by the ``mean`` policy.
+
+        Sites are fitted in layer order, each under the means already fitted upstream, so the
+        means describe the errors the spliced model actually meets.
+        """
+        means: dict[str, torch.Tensor] = {}
+        tokens = tokens.to(self.device)
+        for site, sae in self.saes.items():
+            store: dict[str, torch.Tensor] = {}
+
+            def grab(x: torch.Tensor, hook, site=site, sae=sae) -> torch.Tensor:
+                store["err"] = (x - sae.decode(sae.encode(x))).mean(0)
+                return x
+
+            # Only the upstream sites are spliced while reading this site's input.
+            upstream = {s: self.saes[s] for s in self.saes if _layer_of(s) < _layer_of(site)}
+            sub = SplicedModel(self.model, upstream, "mean", self.bos_passthrough, means, self.counter)
+            with sub.spliced(error_means=means), self.model.hooks(fwd_hooks=[(site, grab)]):
+                self.model(tokens)
+            means[site] = store["err"]
+        self.error_means = means
+
+    def _count(self, logits: torch.Tensor, n: int) -> None:
+        self.counter.forward_calls += 1
+        self.counter.forward_prompts += n
+        if logits.requires_grad:
+            def on_backward(grad: torch.Tensor) -> torch.Tensor:
+                self.counter.backward_calls += 1
+                self.counter.backward_prompts += n
+                return grad
+
+            logits.register_hook(on_backward)
+
+    def hook_count(self) -> int:
+        """Number of forward/backward hooks currently attached (0 outside ``spliced``)."""
+        return sum(len(hp._forward_hooks) + len(hp._backward_hooks) for hp in self.model.hook_dict.values())
+
+
+def _layer_of(hook: str) -> int:
+    parts = hook.split(".")
+    try:
+        return int(parts[1]) if parts[0] == "blocks" else -1
+    except (IndexError, ValueError):
+        return -1

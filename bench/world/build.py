@@ -1,0 +1,124 @@
+"""``python -m bench train``: build the embedded world from nothing, seeded.
+
+Tokenizer -> model trained on the task mixture -> TopK SAEs (SAELens trainer) at the preset's
+residual hooks -> measured quality (held-out accuracy and logit difference, SAE FVU, logit
+difference kept with every SAE spliced and the error dropped) -> ``world.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.world.train_model import ModelTrainConfig, train_model
+from bench.world.train_saes import SAETrainConfig, train_saes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Everything that determines the embedded world."""
+
+    model: ModelTrainConfig = field(default_factory=ModelTrainConfig)
+    saes: SAETrainConfig = field(default_factory=SAETrainConfig)
+    n_eval: int = 400
+    eval_seed: int = 12345
+
+    @staticmethod
+    def tiny() -> WorldConfig:
+        """A seconds-long world for tests: same code path, toy sizes."""
+        return WorldConfig(
+            model=ModelTrainConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, steps=30, batch_size=16),
+            saes=SAETrainConfig(layers=(0, 1), d_sae=64, k=4, steps=30, batch_size=256, n_prompts=200),
+            n_eval=32,
+        )
+
+
+def seed_tasks():
+    from tasks import DictKeyError, IndirectObjectIdentification, ListIndexError, SubjectVerbAgreement
+
+    return [DictKeyError(), ListIndexError(), SubjectVerbAgreement(), IndirectObjectIdentification()]
+
+
+def build_world(cfg: WorldConfig, out_dir: str | Path, progress: bool = False) -> dict:
+    """Train and write a world to ``out_dir`` (replaced atomically); return its stats."""
+    from bench.spliced import SplicedModel
+    from bench.world.artifacts import file_hashes, save_model
+    from bench.world.corpus import sample_text, vocabulary_texts
+    from bench.world.quality import task_quality
+    from bench.world.tokenizer import build_tokenizer
+
+    out_dir = Path(out_dir)
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.model.seed)
+    staging = Path(tempfile.mkdtemp(prefix=".world-", dir=out_dir.parent if out_dir.parent.exists() else None))
+    try:
+        tokenizer = build_tokenizer(vocabulary_texts(), staging / "tokenizer")
+        model, model_stats = train_model(cfg.model, tokenizer, progress=progress)
+        save_model(model, cfg.model.tl_config_kwargs(len(tokenizer)), staging / "model")
+
+        rng = random.Random(f"sae-texts:{cfg.saes.seed}")
+        texts = [p for p, _ in (sample_text(rng) for _ in range(cfg.saes.n_prompts))]
+        for task in seed_tasks():  # the benchmark's own clean and corrupted prompts
+            for r in task.records(max(16, cfg.saes.n_prompts // 8), seed=0):
+                texts += [r["clean_prefix"], r["patch_prefix"]]
+        saes, sae_stats = train_saes(model, tokenizer, texts, cfg.saes, model_name=model.cfg.model_name)
+        for hook, sae in saes.items():
+            sae.save_model(str(staging / "saes" / hook))
+
+        spliced = SplicedModel(model, saes, "drop")
+        quality = {}
+        for task in seed_tasks():
+            records = task.records(cfg.n_eval, seed=cfg.eval_seed)
+            full = task_quality(model, tokenizer, records)
+            drop = task_quality(spliced.run, tokenizer, records)
+            quality[task.name] = {
+                "model": full, "spliced_drop_error": drop,
+                "logit_diff_kept_fraction": drop["logit_diff"] / full["logit_diff"] if full["logit_diff"] else float("nan"),
+            }
+            log.info("%s: model acc %.3f LD %.2f | spliced LD %.2f (%.0f%% kept)", task.name,
+                     full["pairwise_accuracy"], full["logit_diff"], drop["logit_diff"],
+                     100 * quality[task.name]["logit_diff_kept_fraction"])
+        stats = {
+            "config": asdict(cfg),
+            "model": model_stats,
+            "saes": sae_stats,
+            "quality_held_out": quality,
+            "n_eval_records_per_task": cfg.n_eval,
+            "eval_seed": cfg.eval_seed,
+            "total_seconds": time.perf_counter() - t_start,
+            "versions": _versions(),
+            "machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads()},
+        }
+        stats["file_hashes"] = file_hashes(staging)
+        (staging / "world.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return stats
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformer-lens", "sae-lens", "captum", "tokenizers", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

@@ -1,0 +1,36 @@
+"""The figure registry: name -> function(rows, out_dir) -> written paths.
+
+A figure that fails is logged and skipped; the others are still drawn.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from figures import plots
+
+log = logging.getLogger(__name__)
+
+FIGURES: dict[str, Callable[[pd.DataFrame, Path], list[Path]]] = {
+    "faithfulness_vs_size": plots.faithfulness_vs_size,
+    "completeness_vs_size": plots.completeness_vs_size,
+    "knockout_scatter": plots.knockout_scatter,
+    "mask_nestedness": plots.mask_nestedness,
+    "cost": plots.cost,
+    "case_study": plots.case_study,
+}
+
+
+def render_all(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    for name, fn in FIGURES.items():
+        try:
+            written += fn(df, out_dir)
+        except Exception as exc:  # noqa: BLE001 - one broken figure never blocks the rest
+            log.error("figure %s failed: %s: %s", name, type(exc).__name__, exc)
+    return written

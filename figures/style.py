@@ -1,0 +1,75 @@
+"""Shared look of every figure, and byte-stable saving (same rows -> same files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+METHOD_ORDER = ("binary_mask", "attribution_patching", "integrated_gradients", "activation_patching")
+COLORS = {
+    "binary_mask": "#d62728",
+    "attribution_patching": "#1f77b4",
+    "integrated_gradients": "#2ca02c",
+    "activation_patching": "#9467bd",
+}
+EXTRA_COLORS = ("#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+LABELS = {
+    "binary_mask": "binary mask (learned)",
+    "attribution_patching": "attribution patching",
+    "integrated_gradients": "integrated gradients",
+    "activation_patching": "activation patching (exact)",
+}
+
+
+def setup() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({
+        "figure.dpi": 110, "savefig.dpi": 130, "font.size": 9, "axes.titlesize": 10,
+        "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
+        "legend.fontsize": 8, "legend.frameon": False, "svg.hashsalt": "bench", "pdf.compression": 6,
+    })
+
+
+def methods_in(df) -> list[str]:
+    present = [m for m in df["method"].unique() if not m.startswith("(")]
+    return [m for m in METHOD_ORDER if m in present] + sorted(m for m in present if m not in METHOD_ORDER)
+
+
+def color(method: str, methods: list[str]) -> str:
+    if method in COLORS:
+        return COLORS[method]
+    extras = [m for m in methods if m not in COLORS]
+    return EXTRA_COLORS[extras.index(method) % len(EXTRA_COLORS)]
+
+
+def label(method: str) -> str:
+    return LABELS.get(method, method)
+
+
+def save(fig, out_dir: Path, name: str) -> list[Path]:
+    """Write ``name.png`` and ``name.pdf`` with no timestamps, so reruns are byte-identical."""
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    fig.savefig(paths[0], metadata={"Software": None}, bbox_inches="tight")
+    fig.savefig(paths[1], metadata={"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
+                bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def task_grid(tasks: list[str], width: float = 4.2, height: float = 3.2):
+    import matplotlib.pyplot as plt
+
+    n = len(tasks)
+    cols = min(2, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    flat = axes.flatten()
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, dict(zip(tasks, flat))

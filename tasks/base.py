@@ -1,0 +1,82 @@
+"""The one task interface: a named, versioned source of records in the seed's schema.
+
+A task only makes records. Splitting, tokenizing and the metric live in the harness so that every
+task, built-in or from a user's file, is split and scored the same way.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.schema import load_records
+
+
+class Task(ABC):
+    """A task: ``records(seed)`` gives a pool of distinct records in the seed's schema.
+
+    Subclasses set ``name``, ``version`` (bump it whenever generated records change, so cached
+    results keyed on it are invalidated) and ``description``.
+    """
+
+    name: str = ""
+    version: str = "1"
+    description: str = ""
+
+    @abstractmethod
+    def records(self, n: int, seed: int) -> list[dict[str, str]]:
+        """Up to ``n`` distinct records (distinct clean prompts), deterministic in ``seed``."""
+
+
+class GeneratedTask(Task):
+    """A task built from a generator of one record group (a pair stored in one or both directions)."""
+
+    @abstractmethod
+    def group(self, rng: random.Random) -> list[dict[str, str]]:
+        """One group of records sharing prompts (e.g. a pair and its reverse)."""
+
+    def records(self, n: int, seed: int) -> list[dict[str, str]]:
+        rng = random.Random(f"{self.name}:{seed}")
+        seen: set[str] = set()
+        out: list[dict[str, str]] = []
+        tries = 0
+        while len(out) < n and tries < 50 * n + 1000:
+            tries += 1
+            for rec in self.group(rng):
+                if rec["clean_prefix"] not in seen:
+                    seen.add(rec["clean_prefix"])
+                    out.append(rec)
+        return out[:n]
+
+
+@dataclass
+class FileTask(Task):
+    """A user's own task: a JSON or JSONL file in the seed's schema."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.name = self.path.stem
+        self.description = f"records from {self.path.name}"
+        self._records = load_records(self.path)
+        # The version is the file's content, so editing the file invalidates cached results.
+        import hashlib
+
+        self.version = "file-" + hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+
+    def records(self, n: int, seed: int) -> list[dict[str, str]]:
+        return list(self._records[:n])
+
+
+def record(clean: str, patch: str, clean_answer: str, patch_answer: str, case: str) -> dict[str, str]:
+    """Build a record in the seed's field order."""
+    return {
+        "clean_prefix": clean,
+        "patch_prefix": patch,
+        "clean_answer": clean_answer,
+        "patch_answer": patch_answer,
+        "case": case,
+    }

@@ -1,0 +1,38 @@
+"""Indirect object identification (Wang et al.).
+
+``Then, Aaron and Laura had a lot of fun at the restaurant. Aaron gave a snack to`` answers
+`` Laura`` (the indirect object, IO); the patch is the same template with three fresh names (the
+"ABC" corruption), which removes the information about who is who. The record's
+``patch_answer`` is the clean subject S, so the one metric of the suite,
+``logit[clean_answer] - logit[patch_answer]``, is the IOI logit difference logit(IO) - logit(S).
+All templates have the same token length, so position-wise masks apply to every prompt.
+"""
+
+from __future__ import annotations
+
+import random
+
+from tasks.base import GeneratedTask, record
+from tasks.vocabulary import IOI_OBJECTS, IOI_PLACES, NAMES
+
+TEMPLATES: tuple[str, ...] = (
+    "Then, {A} and {B} had a lot of fun at the {P}. {S} gave a {O} to",
+    "Then, {A} and {B} had a long quiet talk at the {P}. {S} gave a {O} to",
+    "When {A} and {B} got to the {P} late that day after work, {S} gave a {O} to",
+)
+
+
+class IndirectObjectIdentification(GeneratedTask):
+    name = "ioi"
+    version = "1"
+    description = "indirect object identification; patch = same template, three fresh names"
+
+    def group(self, rng: random.Random) -> list[dict[str, str]]:
+        template = rng.choice(TEMPLATES)
+        a, b, c, d, e = rng.sample(NAMES, 5)
+        place, obj = rng.choice(IOI_PLACES), rng.choice(IOI_OBJECTS)
+        s_first = rng.random() < 0.5
+        s, io = (a, b) if s_first else (b, a)
+        clean = template.format(A=a, B=b, P=place, S=s, O=obj)
+        patch = template.format(A=c, B=d, P=place, S=e, O=obj)
+        return [record(clean, patch, " " + io, " " + s, "ABB" if s_first else "BAB")]

@@ -1,0 +1,111 @@
+"""The SAE-spliced model: error policies, BOS, edits, hook hygiene."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.spliced import SplicedModel, mask_edit
+
+
+def _tokens(world, n=6):
+    from tasks import IndirectObjectIdentification
+
+    recs = IndirectObjectIdentification().records(n, 0)
+    return torch.tensor([world.tokenizer(r["clean_prefix"])["input_ids"] for r in recs])
+
+
+def test_keep_policy_equals_plain_model(tiny_world):
+    # fp32: encode/decode round trips differ from the identity by rounding only (~1e-6).
+    toks = _tokens(tiny_world)
+    sp = tiny_world.spliced.with_policy("keep")
+    assert torch.allclose(sp.run(toks), sp.run_plain(toks), atol=1e-5)
+
+
+def test_drop_policy_changes_logits_but_not_bos(tiny_world):
+    toks = _tokens(tiny_world)
+    sp = tiny_world.spliced.with_policy("drop")
+    a, b = sp.run(toks), sp.run_plain(toks)
+    assert not torch.allclose(a, b, atol=1e-3)
+    assert torch.equal(a[:, 0], b[:, 0])  # BOS residual passes through unchanged
+
+
+def test_bos_latents_are_zero(tiny_world):
+    lat = tiny_world.spliced.latents(_tokens(tiny_world))
+    assert all(bool((v[:, 0] == 0).all()) for v in lat.values())
+
+
+def test_mean_policy_uses_fitted_errors(tiny_world):
+    toks = _tokens(tiny_world)
+    sp = tiny_world.spliced.with_policy("mean")
+    with pytest.raises(RuntimeError, match="fit_error_means"):
+        sp.run(toks)
+    sp.fit_error_means(toks)
+    assert set(sp.error_means) == set(sp.sites)
+    # With the mean taken over the same prompts, the mean policy sits between drop and keep.
+    keep, mean, drop = (tiny_world.spliced.with_policy(p) for p in ("keep", "mean", "drop"))
+    mean.error_means = sp.error_means
+    d_mean = (mean.run(toks) - keep.run(toks)).abs().mean()
+    d_drop = (drop.run(toks) - keep.run(toks)).abs().mean()
+    assert d_mean < d_drop
+
+
+def test_keep_every_latent_changes_nothing(tiny_world):
+    toks = _tokens(tiny_world)
+    sp = tiny_world.spliced
+    edits = {s: mask_edit(torch.ones(toks.shape[1], sp.d_sae(s), dtype=torch.bool), torch.randn(toks.shape[1], sp.d_sae(s)))
+             for s in sp.sites}
+    assert torch.equal(sp.run(toks, edits), sp.run(toks))
+
+
+def test_mean_ablating_every_latent_gives_the_empty_metric(tiny_world):
+    from bench.ablation import make_replacement
+    from bench.data import logit_diff, split_train_test, tokenize_records
+    from bench.evaluate import Evaluator
+    from tasks import IndirectObjectIdentification
+
+    data = tokenize_records(IndirectObjectIdentification().records(40, 0), tiny_world.tokenizer, "ioi", "1", "ioi")
+    train, test = split_train_test(data, 20, 20, 0)
+    sp = tiny_world.spliced
+    ev = Evaluator(sp, test, make_replacement("mean", sp, test, train))
+    # Independent reference: overwrite each site's latents with the train corrupted mean.
+    means = {s: v.mean(0) for s, v in sp.latents(train.patch).items()}
+    with torch.no_grad():
+        logits = sp.run(test.clean, {s: (lambda f, m=m: m.expand_as(f).clone()) for s, m in means.items()})
+    assert ev.baselines["m_empty"] == pytest.approx(logit_diff(logits, test.clean_answer, test.patch_answer).mean().item(), abs=1e-5)
+
+
+def test_no_hook_left_after_a_run_that_raises(tiny_world):
+    sp = tiny_world.spliced
+    toks = _tokens(tiny_world)
+
+    def boom(f):
+        raise ValueError("edit failed")
+
+    with pytest.raises(ValueError, match="edit failed"):
+        sp.run(toks, {sp.sites[-1]: boom})
+    assert sp.hook_count() == 0
+    assert torch.equal(sp.run_plain(toks), sp.run_plain(toks))
+
+
+def test_run_from_site_matches_full_run(tiny_world):
+    toks = _tokens(tiny_world)
+    sp = tiny_world.spliced
+    inputs = sp.site_inputs(toks)
+    for site in sp.sites:
+        assert torch.allclose(sp.run_from(site, inputs[site]), sp.run(toks), atol=1e-5)
+
+
+def test_bad_sae_is_rejected(tiny_world):
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    from bench.errors import BenchError
+
+    sae = StandardSAE(StandardSAEConfig(d_in=7, d_sae=8, metadata=SAEMetadata(hook_name="blocks.0.hook_resid_post")))
+    with pytest.raises(BenchError, match="d_in=7"):
+        SplicedModel(tiny_world.spliced.model, {"blocks.0.hook_resid_post": sae})
+    with pytest.raises(BenchError, match="does not exist"):
+        SplicedModel(tiny_world.spliced.model, {"blocks.9.hook_resid_post": sae})
+    with pytest.raises(BenchError, match="error policy"):
+        SplicedModel(tiny_world.spliced.model, {}, error_policy="sometimes")
