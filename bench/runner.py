@@ -80,14 +80,15 @@ def run_benchmark(cfg: RunConfig, out: str | Path, progress: bool = True) -> tup
         paths.append(ref_path)
         for method_name in cfg.methods:
             next(bar_iter, None)
+            load_error: Exception | None = None
             try:
                 method = build_method(method_name, cfg)
                 key = cell_key(cfg, world, setup.name, setup.version, method)
                 label = method.name
             except UsageError:
                 raise
-            except Exception:  # noqa: BLE001 - plugin import failure
-                method, label = None, method_name
+            except Exception as exc:  # noqa: BLE001 - plugin import failure
+                method, label, load_error = None, method_name, exc
                 key = cell_key(cfg, world, setup.name, setup.version, f"unloadable:{method_name}")
             path = store.cell_path(setup.name, label, key)
             paths.append(path)
@@ -96,7 +97,7 @@ def run_benchmark(cfg: RunConfig, out: str | Path, progress: bool = True) -> tup
                 log.info("%s / %s: done earlier, kept", setup.name, label)
                 continue
             if method is None:
-                rows = error_rows(method_name, exc)
+                rows = error_rows(method_name, load_error)
             else:
                 log.info("%s / %s: running", setup.name, label)
                 try:

@@ -252,7 +252,7 @@ class SplicedModel:
         for site, sae in self.saes.items():
             store: dict[str, torch.Tensor] = {}
 
-            def grab(x: torch.Tensor, hook, site=site, sae=sae) -> torch.Tensor:
+            def grab(x: torch.Tensor, hook, sae=sae, store=store) -> torch.Tensor:
                 store["err"] = (x - sae.decode(sae.encode(x))).mean(0)
                 return x
 
