@@ -17,7 +17,7 @@ def test_attribution_patching_equals_exact_patching_on_linear_toy(linear):
     # rounding of a few hundred multiply-adds (1e-5 absolute on effects of order 1).
     ctx = context_for(linear)
     ap = AttributionPatching().discover(ctx).values[linear.site]
-    exact = ActivationPatching().discover(ctx).values[linear.site]
+    exact = ActivationPatching(max_prompts=len(ctx.train)).discover(ctx).values[linear.site]
     cand = ctx.candidates[linear.site]
     assert cand.sum() > 20
     assert torch.allclose(ap[cand], exact[cand], atol=1e-5)
@@ -55,7 +55,7 @@ def test_ig_equals_attribution_and_exact_patching_on_linear_toy(linear):
     ctx = context_for(linear)
     cand = ctx.candidates[linear.site]
     ig = IntegratedGradients(n_steps=3).discover(ctx).values[linear.site]
-    exact = ActivationPatching().discover(ctx).values[linear.site]
+    exact = ActivationPatching(max_prompts=len(ctx.train)).discover(ctx).values[linear.site]
     assert torch.allclose(ig[cand], exact[cand], atol=1e-5)
 
 
@@ -97,6 +97,7 @@ def test_binary_mask_with_lambda_near_zero_stays_faithful(embedded_world):
 
 
 def test_binary_mask_temperature_schedule_and_grid():
-    cfg = BinaryMask.Config(lambda_max=0.1, n_lambdas=4)
+    cfg = BinaryMask.Config(lambda_max=0.1, n_lambdas=4, spacing="quadratic")
     assert cfg.grid() == pytest.approx([0.1 / 16, 0.1 / 4, 0.1 * 9 / 16, 0.1])
+    assert BinaryMask.Config(lambda_min=0.01, lambda_max=1.0, n_lambdas=3).grid() == pytest.approx([0.01, 0.1, 1.0])
     assert 200 ** (1.1 * 0 / 60) == 1.0
