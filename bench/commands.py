@@ -30,6 +30,8 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
                    help="method option, e.g. binary_mask.steps=100 (JSON value); repeatable")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-figures", action="store_true", help="skip figures and report")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
 
 
 def add_run_commands(sub) -> None:
@@ -54,6 +56,11 @@ def add_run_commands(sub) -> None:
 
     ls = sub.add_parser("ls", help="list methods, tasks and presets")
     ls.set_defaults(func=cmd_ls)
+
+    c = sub.add_parser("check", help="run the public method contract on a method")
+    c.add_argument("name", help="registered name, module:Class or file.py:Class")
+    c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (JSON value)")
+    c.set_defaults(func=cmd_check)
 
 
 def _parse_options(items: list[str]) -> dict[str, dict]:
@@ -87,7 +94,11 @@ def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tu
 def _execute(args: argparse.Namespace, cfg) -> int:
     from bench.runner import run_benchmark
 
-    table, failures = run_benchmark(cfg, args.out)
+    if args.deterministic:
+        import torch
+
+        torch.use_deterministic_algorithms(True)
+    table, failures, input_errors = run_benchmark(cfg, args.out, progress=not args.no_progress)
     log.info("results: %s (%d rows)", Path(args.out) / "results.parquet", len(table))
     if not args.no_figures:
         _figures_and_report(Path(args.out), Path(args.out) / "figures")
@@ -95,7 +106,7 @@ def _execute(args: argparse.Namespace, cfg) -> int:
         for f in failures:
             log.error("failed cell: %s", f)
         log.error("%d cell(s) failed; every other cell finished and is saved", len(failures))
-        return 1
+        return 2 if input_errors else 1
     return 0
 
 
@@ -140,3 +151,28 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for name, p in builtin_presets().items():
         print(f"  {name:<24} {p.description}")
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bench import registry
+    from bench.testing import run_checks
+    from methods.base import Method
+
+    try:
+        cls = registry.load("method", args.name)
+    except registry.PluginLoadError as exc:
+        raise UsageError(str(exc)) from None
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise UsageError(f"{args.name!r} is not a subclass of methods.base.Method")
+    opts = _parse_options([f"{cls.name or 'm'}.{o}" for o in args.option]).get(cls.name or "m", {})
+    try:
+        method = cls(**opts)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"method {args.name!r}: bad option(s) {opts}: {exc}") from None
+    results = run_checks(method)
+    for name, status, reason in results:
+        print(f"{status:<5} {name}" + (f": {reason}" if reason else ""))
+    failed = [r for r in results if r[1] in ("FAIL", "XPASS")]
+    xfailed = [r for r in results if r[1] == "xfail"]
+    print(f"{len(results) - len(failed) - len(xfailed)} passed, {len(failed)} failed, {len(xfailed)} expected failures")
+    return 1 if failed else 0

@@ -27,10 +27,14 @@ class UsageError(BenchError):
     exit_code = 2
 
 
-class TaskFileError(BenchError):
-    """A task file that cannot be used: names file, record number and problem."""
+class InputError(BenchError):
+    """A file the user gave (task, SAE, world, results dir) that cannot be used. Exit code 2."""
 
     exit_code = 2
+
+
+class TaskFileError(InputError):
+    """A task file that cannot be used: names file, record number and problem."""
 
 
 class MethodFailure(Exception):

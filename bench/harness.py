@@ -179,6 +179,9 @@ def nestedness(circuits: list[Circuit], cands: dict[str, torch.Tensor]) -> list[
 def run_cell(setup: TaskSetup, method: Method, cfg: RunConfig, world) -> list[dict]:
     """Run one method on one task; return its rows (errors included as error rows)."""
     ctx, ev = setup.ctx, setup.evaluator
+    ev.faithfulness(ev.baselines["m_sae"])  # undefined faithfulness: an error row before any work
+    if not any(bool(c.any()) for c in ctx.candidates.values()):
+        raise MethodFailure(f"{setup.name}: no candidate nodes (every latent equals its replacement on the train split)")
     base = {"method": method.name, "method_version": method.version, "params": json.dumps(method_params(method), sort_keys=True)}
     torch.manual_seed(cfg.seed)
     with CostMeter(ctx.spliced.counter) as cost:

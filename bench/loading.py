@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.errors import BenchError, InputError
 from bench.presets import Preset, get_preset
 from bench.spliced import SplicedModel
 
@@ -57,7 +57,7 @@ def _load_embedded(preset: Preset, root: Path, error_policy: str, device: str) -
     from bench.world.tokenizer import load_tokenizer
 
     if not (root / "model" / "model.safetensors").is_file():
-        raise BenchError(
+        raise InputError(
             f"{root}: no embedded world here (model/model.safetensors missing); run 'python -m bench train' to build it"
         )
     tokenizer = load_tokenizer(root / "tokenizer")
@@ -69,8 +69,12 @@ def _load_embedded(preset: Preset, root: Path, error_policy: str, device: str) -
     for sae_id in ids:
         path = root / "saes" / sae_id
         if not (path / "cfg.json").is_file():
-            raise BenchError(f"{path}: SAE {sae_id!r} of preset {preset.name!r} not found in the world directory")
-        sae = SAE.load_from_disk(str(path), device=device)
+            raise InputError(f"{path}: SAE {sae_id!r} of preset {preset.name!r} not found in the world directory")
+        try:
+            sae = SAE.load_from_disk(str(path), device=device)
+        except Exception as exc:  # noqa: BLE001 - a broken SAE directory is a one-line input error
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise InputError(f"{path}: cannot load SAE ({type(exc).__name__}: {first[:300]})") from None
         saes[sae.cfg.metadata.hook_name or sae_id] = sae
     hashes = file_hashes(root)
     fp = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]

@@ -13,7 +13,9 @@ exactly the cells without a file; a half-written temp file is never read.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -23,7 +25,9 @@ from pathlib import Path
 import pandas as pd
 
 from bench import SCHEMA_VERSION, __version__
-from bench.errors import BenchError
+from bench.errors import BenchError, UsageError
+
+log = logging.getLogger(__name__)
 
 COLUMNS = [
     "schema_version", "task", "task_version", "method", "method_version", "params", "model", "preset",
@@ -59,15 +63,15 @@ class ResultsDir:
             probe.write_text("ok")
             probe.unlink()
         except OSError as exc:
-            raise BenchError(f"output directory {self.path} cannot be written ({exc.strerror or exc}); choose another with --out") from None
+            raise UsageError(f"output directory {self.path} cannot be written ({exc.strerror or exc}); choose another with --out") from None
         run_json = self.path / "run.json"
         if run_json.is_file():
             try:
                 found = json.loads(run_json.read_text()).get("schema_version")
             except json.JSONDecodeError:
-                raise BenchError(f"{run_json}: not valid JSON; move the directory away or choose another --out") from None
+                raise UsageError(f"{run_json}: not valid JSON; move the directory away or choose another --out") from None
             if found != SCHEMA_VERSION:
-                raise BenchError(
+                raise UsageError(
                     f"{self.path}: results of schema version {found}, this suite writes {SCHEMA_VERSION}; use a new --out directory"
                 )
 
@@ -76,17 +80,26 @@ class ResultsDir:
         return self.path / "cells" / f"{safe}__{key}.parquet"
 
     def has_cell(self, path: Path) -> bool:
-        if not path.is_file():
+        """A cell counts as done only if its checksum sidecar matches its bytes.
+
+        The sidecar is written after the table, so it is the cell's commit marker: a kill between
+        the two, a truncated file or a flipped byte all make the cell be recomputed.
+        """
+        sidecar = path.with_suffix(".sha256")
+        if not (path.is_file() and sidecar.is_file()):
             return False
-        try:
-            pd.read_parquet(path)
-            return True
-        except Exception:  # noqa: BLE001 - a corrupt cell file is recomputed, never used
+        if hashlib.sha256(path.read_bytes()).hexdigest() != sidecar.read_text().strip():
+            log.warning("%s: checksum mismatch, recomputing the cell", path.name)
             path.unlink(missing_ok=True)
+            sidecar.unlink(missing_ok=True)
             return False
+        return True
 
     def write_cell(self, path: Path, df: pd.DataFrame) -> None:
+        path.with_suffix(".sha256").unlink(missing_ok=True)
         write_atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        write_atomic(path.with_suffix(".sha256"), lambda tmp: Path(tmp).write_text(digest + "\n"))
 
     def collect(self, paths: list[Path]) -> pd.DataFrame:
         frames = [pd.read_parquet(p) for p in paths if p.is_file()]

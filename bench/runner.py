@@ -33,8 +33,12 @@ from bench.results import ResultsDir, environment_info, to_frame
 log = logging.getLogger(__name__)
 
 
-def run_benchmark(cfg: RunConfig, out: str | Path, progress: bool = True) -> tuple[pd.DataFrame, list[str]]:
-    """Run (or resume) ``cfg`` into ``out``; return the table and the failed cells' messages."""
+def run_benchmark(cfg: RunConfig, out: str | Path, progress: bool = True) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Run (or resume) ``cfg`` into ``out``.
+
+    Returns the table, the failed cells' messages, and those failures that are bad user input
+    (a malformed task file): the CLI exits 2 for those, 1 for other failures.
+    """
     store = ResultsDir(out)
     t0 = time.perf_counter()
     world = load_world(cfg.preset, cfg.error_policy, cfg.device, cfg.world_dir)
@@ -50,6 +54,7 @@ def run_benchmark(cfg: RunConfig, out: str | Path, progress: bool = True) -> tup
 
     paths: list[Path] = []
     failures: list[str] = []
+    input_errors: list[str] = []
     done = skipped = 0
     cells = [(t, m) for t in cfg.tasks for m in cfg.methods]
     bar = progress_bar(range(len(cells)), desc="cells", enabled=progress)
@@ -62,6 +67,8 @@ def run_benchmark(cfg: RunConfig, out: str | Path, progress: bool = True) -> tup
             raise
         except Exception as exc:  # noqa: BLE001 - a broken task sinks only its own cells
             log.error("task %s failed to set up: %s", task_name, exc)
+            if getattr(exc, "exit_code", 1) == 2:
+                input_errors.append(str(exc))
             path = store.cell_path(task_name, "_setup", cell_key(cfg, world, task_name, "?", "_setup"))
             df = to_frame([dict(r, task=task_name, task_version="", schema_version=1, model=world.model_name,
                                 preset=world.preset.name, sae_ids=",".join(world.sae_ids), error_policy=cfg.error_policy,
@@ -118,10 +125,10 @@ def run_benchmark(cfg: RunConfig, out: str | Path, progress: bool = True) -> tup
         "cells": {"run": done, "kept_from_earlier": skipped, "failed": len(failures)},
         "failures": failures, "seconds": time.perf_counter() - t0, **environment_info(),
     })
-    return table, failures
+    return table, failures, input_errors
 
 
 def _is_error_cell(path: Path) -> bool:
     """Error cells are retried on resume (the cause may be fixed); finished cells are kept."""
-    df = pd.read_parquet(path, columns=["status"])
+    df = pd.read_parquet(path, columns=["status"])  # checksum already verified by has_cell
     return bool((df["status"] == "error").any())

@@ -94,7 +94,7 @@ class SplicedModel:
     counter: PassCounter = field(default_factory=PassCounter)
 
     def __post_init__(self) -> None:
-        from bench.errors import BenchError
+        from bench.errors import InputError as BenchError
 
         if self.error_policy not in ERROR_POLICIES:
             raise BenchError(

@@ -14,7 +14,7 @@ import pandas as pd
 
 from figures import style
 
-F_LABEL = "faithfulness  (m(C)−m(∅)) / (m(M+SAE)−m(∅))"
+F_LABEL = "faithfulness F (normalised)"
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
@@ -73,11 +73,11 @@ def _vs_size(df: pd.DataFrame, out: Path, metric: str, name: str, ylabel: str, t
 
 def faithfulness_vs_size(df: pd.DataFrame, out: Path) -> list[Path]:
     return _vs_size(df, out, "faithfulness_norm", "faithfulness_vs_size", F_LABEL,
-                    "Faithfulness vs circuit size (held-out test split, mean ablation unless stated)", True)
+                    "Faithfulness vs circuit size on the held-out test split\nF = (m(C) − m(∅)) / (m(M+SAE) − m(∅)), m = mean logit difference", True)
 
 
 def completeness_vs_size(df: pd.DataFrame, out: Path) -> list[Path]:
-    return _vs_size(df, out, "completeness_norm", "completeness_vs_size", "F(M \\ C), normalised  (lower = more complete)",
+    return _vs_size(df, out, "completeness_norm", "completeness_vs_size", "F(M \\ C)  (0 = complete)",
                     "Completeness: the model with the circuit's latents ablated at every position", False)
 
 
@@ -159,7 +159,11 @@ def cost(df: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def case_study(df: pd.DataFrame, out: Path) -> list[Path]:
-    """One heatmap per task: the smallest circuit reaching F >= 0.9 (else the most faithful)."""
+    """One heatmap per task: the smallest circuit reaching F >= 0.9 (else the most faithful).
+
+    One row of panels per SAE (layer order), positions on x labelled with the first test prompt's
+    tokens, the circuit's latents on y. Ranking methods colour nodes by score; the mask marks them.
+    """
     import matplotlib.pyplot as plt
 
     style.setup()
@@ -178,25 +182,33 @@ def case_study(df: pd.DataFrame, out: Path) -> list[Path]:
         tokens = json.loads(tok_row.circuit_params.iloc[0]) if len(tok_row) else None
         sites = sorted(nodes.site.unique(), key=lambda s: int(s.split(".")[1]) if s.split(".")[1].isdigit() else 0)
         n_pos = int(_reference(df, task).get("n_positions", nodes.pos.max() + 1))
-        fig, axes = plt.subplots(1, len(sites), figsize=(max(4.5, 0.28 * n_pos + 1.5) * len(sites) / 1.6, 3.8), squeeze=False)
-        for ax, site in zip(axes[0], sites):
+        lat_lists = [sorted(nodes[nodes.site == s].latent.unique()) for s in sites]
+        heights = [max(1, len(lats)) for lats in lat_lists]
+        fig_h = 1.0 + 0.22 * sum(heights) + 0.35 * len(sites)
+        fig, axes = plt.subplots(len(sites), 1, figsize=(max(5.0, 0.3 * n_pos + 1.8), fig_h), squeeze=False,
+                                 gridspec_kw={"height_ratios": heights}, sharex=True)
+        scored = m != "binary_mask"
+        lim = nodes.value.abs().max() if scored and len(nodes) else 1.0
+        for ax, site, lats in zip(axes[:, 0], sites, lat_lists):
             s = nodes[nodes.site == site]
-            lats = sorted(s.latent.unique())
-            grid = np.full((len(lats), n_pos), np.nan)
+            grid = np.full((max(1, len(lats)), n_pos), np.nan)
             for _, r in s.iterrows():
-                grid[lats.index(r.latent), int(r.pos)] = r.value
-            lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
-            im = ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-            ax.set_yticks(range(len(lats)), [str(v) for v in lats], fontsize=6)
-            labels = tokens if tokens and len(tokens) == n_pos else [str(i) for i in range(n_pos)]
-            ax.set_xticks(range(n_pos), labels, rotation=90, fontsize=6)
-            ax.set_title(f"{site.replace('.hook_resid_post', '')}: {len(s)} nodes", fontsize=8)
-            ax.grid(False)
-            if m != "binary_mask":
-                fig.colorbar(im, ax=ax, fraction=0.04)
-        axes[0][0].set_ylabel("latent id")
-        f = f"F={faith.iloc[0]:.2f}" if len(faith) else ""
-        fig.suptitle(f"{task}: {style.label(m)} circuit ({len(nodes)} nodes, {f}) — latents at positions, per SAE")
-        fig.tight_layout()
+                grid[lats.index(r.latent), int(r.pos)] = r.value if scored else 1.0
+            cmap = "RdBu_r" if scored else "Reds"
+            im = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-lim if scored else 0, vmax=lim, interpolation="nearest")
+            ax.set_yticks(range(len(lats)), [str(v) for v in lats], fontsize=7)
+            ax.set_ylabel(f"{site.replace('.hook_resid_post', '')}\n({len(s)} nodes)", fontsize=8)
+            ax.set_xticks(np.arange(-0.5, n_pos, 1), minor=True)
+            ax.set_yticks(np.arange(-0.5, len(lats), 1), minor=True)
+            ax.grid(which="minor", color="0.85", lw=0.5)
+            ax.grid(which="major", visible=False)
+            ax.tick_params(which="minor", length=0)
+        labels = tokens if tokens and len(tokens) == n_pos else [str(i) for i in range(n_pos)]
+        axes[-1, 0].set_xticks(range(n_pos), labels, rotation=90, fontsize=7)
+        axes[-1, 0].set_xlabel("position (first test prompt's tokens)")
+        if scored:
+            fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.03, label="score (drop in LD when ablated)")
+        f = f", F={faith.iloc[0]:.2f}" if len(faith) else ""
+        fig.suptitle(f"{task}: smallest {style.label(m)} circuit with F ≥ 0.9 ({len(nodes)} nodes{f})\nlatents (y) at positions (x), one row per SAE", fontsize=9)
         written += style.save(fig, out, f"case_study_{task}")
     return written

@@ -25,6 +25,7 @@ class AttributionPatching(Method):
     name = "attribution_patching"
     version = "1"
     kind = "scores"
+    gradient_based = True
     Config = AttributionPatchingConfig
 
     def discover(self, ctx: MethodContext) -> Scores:

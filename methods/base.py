@@ -118,6 +118,9 @@ class Method(ABC):
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     kind: ClassVar[str] = "scores"  # or "circuits"
+    gradient_based: ClassVar[bool] = False  # True: must equal exact patching on an affine metric
+    # Contract checks this method is expected to fail, each with its reason (see bench.testing).
+    contract_expected_failures: ClassVar[dict[str, str]] = {}
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     quick_overrides: ClassVar[dict[str, Any]] = {}
 

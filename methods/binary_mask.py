@@ -17,7 +17,7 @@ The lambda grid: the paper spaced lambda quadratically and tuned its range per t
 0.01-0.13, IOI 1e-4-0.07, SVA 0.05-15). A quadratic grid of n points spans only a factor n**2,
 while on the embedded world the useful range spans a factor of 1000 (IOI needs about 0.003 for
 large circuits, the dict task about 3 for ten-node ones). So the default is one shared
-log-spaced grid, 0.003-3 in 10 points, the analogue of the log-spaced size grid the ranking
+log-spaced grid, 0.001-3 in 12 points, the analogue of the log-spaced size grid the ranking
 methods are cut at; ``spacing="quadratic"`` gives the paper's ``lambda_max * (i/n)**2``.
 
 Options beyond the paper: ``granularity="latent"`` (one entry per latent, shared by positions)
@@ -40,9 +40,9 @@ from methods.base import Circuit, CircuitSet, Method, MethodConfig, MethodContex
 class BinaryMaskConfig(MethodConfig):
     lambdas: tuple[float, ...] = ()  # explicit grid; empty: the grid below
     spacing: str = "log"  # "log": geometric lambda_min..lambda_max; "quadratic": lambda_max * (i/n)**2
-    lambda_min: float = 0.003
+    lambda_min: float = 0.001
     lambda_max: float = 3.0
-    n_lambdas: int = 10
+    n_lambdas: int = 12
     steps: int = 60
     lr: float = 1.0
     batch_size: int = 16

@@ -47,6 +47,7 @@ class IntegratedGradients(Method):
     name = "integrated_gradients"
     version = "1"
     kind = "scores"
+    gradient_based = True
     Config = IntegratedGradientsConfig
 
     def discover(self, ctx: MethodContext) -> Scores:

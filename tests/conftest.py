@@ -13,7 +13,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tests.toys import linear_toy, planted_toy  # noqa: E402
+from bench.toys import linear_toy, planted_toy  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.toys import PLANTED, context_for
 from methods.activation_patching import ActivationPatching
 from methods.attribution_patching import AttributionPatching
 from methods.binary_mask import BinaryMask
 from methods.integrated_gradients import IntegratedGradients
-from tests.toys import PLANTED, context_for
 
 
 def test_attribution_patching_equals_exact_patching_on_linear_toy(linear):
