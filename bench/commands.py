@@ -103,9 +103,11 @@ def _execute(args: argparse.Namespace, cfg) -> int:
     if not args.no_figures:
         _figures_and_report(Path(args.out), Path(args.out) / "figures")
     if failures:
+        import sys
+
         for f in failures:
-            log.error("failed cell: %s", f)
-        log.error("%d cell(s) failed; every other cell finished and is saved", len(failures))
+            print(f"error: failed cell: {f}", file=sys.stderr)
+        print(f"error: {len(failures)} cell(s) failed; every other cell finished and is saved", file=sys.stderr)
         return 2 if input_errors else 1
     return 0
 

@@ -118,6 +118,10 @@ def split_train_test(data: TaskData, n_train: int, n_test: int, seed: int) -> tu
         groups.setdefault(key, []).append(i)
     keys = list(groups)
     random.Random(f"split:{data.name}:{seed}").shuffle(keys)
+    if len(data) < n_train + n_test:  # too few records: keep the requested proportions
+        log.warning("%s: %d records for %d train + %d test; splitting in proportion", data.name, len(data), n_train, n_test)
+        n_test = max(1, len(data) * n_test // (n_train + n_test))
+        n_train = len(data) - n_test
     train, test = [], []
     for k in keys:
         if len(test) < n_test:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import SCHEMA_VERSION, __version__
-from bench.errors import BenchError, UsageError
+from bench.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +135,11 @@ def load_results(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     f = path / "results.parquet" if path.is_dir() else path
     if not f.is_file():
-        raise BenchError(f"{f}: no results table here; run 'python -m bench all --out {path}' first")
+        raise UsageError(f"{f}: no results table here; run 'python -m bench all --out {path}' first")
     df = pd.read_parquet(f)
     found = set(df["schema_version"].unique()) if "schema_version" in df else {None}
     if found - {SCHEMA_VERSION}:
-        raise BenchError(f"{f}: results of schema version {sorted(found, key=str)}, this suite reads {SCHEMA_VERSION}")
+        raise UsageError(f"{f}: results of schema version {sorted(found, key=str)}, this suite reads {SCHEMA_VERSION}")
     return df
 
 
