@@ -7,7 +7,7 @@ quick:
 test:
 	python3 bootstrap.py test
 perf:
-	python3 bootstrap.py test benchmarks --benchmark-enable --benchmark-json=results/perf.json -p no:cacheprovider
+	mkdir -p results && python3 bootstrap.py test benchmarks --benchmark-enable --benchmark-json=results/perf.json
 train:
 	.venv/bin/python -m bench train
 figures:

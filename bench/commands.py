@@ -86,7 +86,7 @@ def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tu
     return RunConfig(
         preset=args.preset, tasks=tasks or DEFAULT_TASKS, methods=methods or DEFAULT_METHODS,
         error_policy=args.error_policy, ablation=args.ablation, seed=args.seed, n_train=n_train, n_test=n_test,
-        n_grid=10 if args.quick else 14, n_knockout=10 if args.quick else 20, quick=args.quick,
+        n_grid=10 if args.quick else 14, n_knockout=8 if args.quick else 20, quick=args.quick,
         method_options=_parse_options(args.option), world_dir=args.world, device=args.device,
     )
 

@@ -187,17 +187,19 @@ def run_cell(setup: TaskSetup, method: Method, cfg: RunConfig, world) -> list[di
     with CostMeter(ctx.spliced.counter) as cost:
         out = method.discover(ctx)
     validate_output(out, ctx, method.name)
-    circuits = circuits_of(out, ctx, cfg.n_grid)
+    # Evaluate on CPU-held masks (the edit moves them to the model's device).
+    circuits = [Circuit({s: m.detach().cpu() for s, m in c.masks.items()}, c.params) for c in circuits_of(out, ctx, cfg.n_grid)]
+    cands = {s: c.cpu() for s, c in ctx.candidates.items()}
     rows = [dict(base, metric=m, value=v) for m, v in cost.as_metrics().items()]
     results = []
     for i, c in enumerate(circuits):
-        metrics = ev.evaluate(c, ctx.candidates)
+        metrics = ev.evaluate(c, cands)
         results.append(metrics)
         extra = {"circuit": i, "circuit_params": json.dumps(c.params, sort_keys=True),
                  "k": c.params.get("k", metrics["size_nodes"])}
         rows += [dict(base, **extra, metric=m, value=v) for m, v in metrics.items()]
     if method.kind == "circuits" or isinstance(out, CircuitSet):
-        for i, frac in nestedness(circuits, ctx.candidates):
+        for i, frac in nestedness(circuits, cands):
             rows.append(dict(base, circuit=i, metric="nestedness", value=frac))
     # The circuit studied in the knockout scatter and the case-study heatmap: the smallest one
     # reaching F >= 0.9, else the most faithful.
@@ -206,9 +208,9 @@ def run_cell(setup: TaskSetup, method: Method, cfg: RunConfig, world) -> list[di
     for j, (fm, fc) in enumerate(ev.knockout(circuits[chosen], cfg.n_knockout, seed=cfg.seed)):
         rows.append(dict(base, circuit=chosen, sample=j, metric="knockout_model", value=fm))
         rows.append(dict(base, circuit=chosen, sample=j, metric="knockout_circuit", value=fc))
-    scores = out.values if isinstance(out, Scores) else None
+    scores = {k: v.detach().cpu() for k, v in out.values.items()} if isinstance(out, Scores) else None
     for s, m in circuits[chosen].masks.items():
-        for pos, lat in (m & ctx.candidates[s]).nonzero().tolist():
+        for pos, lat in (m & cands[s]).nonzero().tolist():
             val = float(scores[s][pos, lat]) if scores is not None else 1.0
             rows.append(dict(base, circuit=chosen, metric="circuit_node", site=s, pos=pos, latent=lat, value=val))
     return rows

@@ -74,7 +74,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
             row["seconds"] = costs.get("wall_seconds")
             row["fwd_prompts"] = costs.get("forward_prompts")
             row["bwd_prompts"] = costs.get("backward_prompts")
-            row["peak_mb"] = costs.get("peak_memory_mb")
+            row["mem_growth_mb"] = costs.get("peak_memory_mb")
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -108,7 +108,9 @@ def verdict(s: pd.DataFrame) -> list[str]:
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    if isinstance(v, float):
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if float(v).is_integer():
+            return f"{int(v):,}"
         return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
     return str(v)
 
@@ -127,7 +129,7 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path) -> Path:
         run = json.loads((results / "run.json").read_text())
     cfg = run.get("config", {})
     cols = ["task", "method", "nodes@F>=0.8", "nodes@F>=0.9", "latents@F>=0.9", "nodes@F>=0.95",
-            "F@k<=10", "F@k<=30", "F@k<=100", "area", "completeness", "seconds", "fwd_prompts", "bwd_prompts", "peak_mb"]
+            "F@k<=10", "F@k<=30", "F@k<=100", "area", "completeness", "seconds", "fwd_prompts", "bwd_prompts", "mem_growth_mb"]
     ok = s[s.get("error").isna()] if "error" in s else s
     lines = [
         "# SAE-latent circuit discovery: benchmark report", "",
@@ -139,7 +141,9 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path) -> Path:
         "`F@k<=K`: best F among the method's circuits of at most K nodes. `area`: mean of that envelope over 25 log-spaced sizes "
         "from 1 to all candidate nodes (higher is better). `completeness`: F(M \\ C) of the studied circuit (the smallest with "
         "F >= 0.9, else the most faithful); near 0 is complete. Cost is one method run on one task (the mask: its whole lambda sweep); "
-        "`fwd/bwd_prompts` count prompts through the model.", "",
+        "`fwd/bwd_prompts` count prompts through the model. `mem_growth_mb`: peak resident memory above the level at the "
+        "start of the run (on CPU the allocator reuses memory freed by earlier cells, so this undercounts; on CUDA it is "
+        "torch's peak allocation).", "",
         "## Headline", "", markdown_table(ok, [c for c in cols if c in ok or c in ("task", "method")]), "",
         "## Does masking beat the thresholding methods here?", "", *verdict(ok), "",
     ]

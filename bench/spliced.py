@@ -61,11 +61,11 @@ def mask_edit(mask: torch.Tensor, replacement: torch.Tensor) -> Edit:
     """
 
     def edit(f: torch.Tensor) -> torch.Tensor:
-        r = replacement.to(f.dtype)
+        r = replacement.to(f.device, f.dtype)
         if mask.dtype == torch.bool:
             # Binary circuits select exactly: a kept latent is bit-identical to the clean value.
-            return torch.where(mask, f, r)
-        return r + mask.to(f.dtype) * (f - r)
+            return torch.where(mask.to(f.device), f, r)
+        return r + mask.to(f.device, f.dtype) * (f - r)
 
     return edit
 

@@ -139,7 +139,7 @@ def cost(df: pd.DataFrame, out: Path) -> list[Path]:
     style.setup()
     tasks, methods = _tasks(df), style.methods_in(df)
     metrics = [("wall_seconds", "wall time (s, log)"), ("forward_prompts", "forward passes (prompts, log)"),
-               ("backward_prompts", "backward passes (prompts)"), ("peak_memory_mb", "peak memory above start (MiB)")]
+               ("backward_prompts", "backward passes (prompts)"), ("peak_memory_mb", "RSS growth during the run (MiB)")]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.4))
     d = _ok(df)
     width = 0.8 / max(1, len(methods))
@@ -152,9 +152,10 @@ def cost(df: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_ylabel(ylab)
         if metric in ("wall_seconds", "forward_prompts"):
             ax.set_yscale("log")
-    axes[0].legend(loc="upper left", fontsize=7)
-    fig.suptitle("Cost of one method run per task (whole sweep for the mask: every lambda)")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(methods), bbox_to_anchor=(0.5, -0.06))
+    fig.suptitle("Cost of one method run per task (the mask: its whole lambda sweep)")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return style.save(fig, out, "cost")
 
 

@@ -36,7 +36,7 @@ class ActivationPatching(Method):
     version = "1"
     kind = "scores"
     Config = ActivationPatchingConfig
-    quick_overrides = {"max_prompts": 4}
+    quick_overrides = {"max_prompts": 3}
 
     @torch.no_grad()
     def discover(self, ctx: MethodContext) -> Scores:

@@ -78,7 +78,7 @@ class BinaryMask(Method):
     version = "1"
     kind = "circuits"
     Config = BinaryMaskConfig
-    quick_overrides = {"n_lambdas": 6, "steps": 40}
+    quick_overrides = {"n_lambdas": 5, "steps": 30}
 
     def discover(self, ctx: MethodContext) -> CircuitSet:
         with torch.no_grad():
