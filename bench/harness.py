@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import math
-import traceback
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -21,7 +20,7 @@ from bench import SCHEMA_VERSION
 from bench.ablation import ABLATIONS, candidates, make_replacement
 from bench.costs import CostMeter
 from bench.data import split_train_test, tokenize_records
-from bench.errors import BenchError, MethodFailure, UsageError, did_you_mean
+from bench.errors import MethodFailure, UsageError, did_you_mean
 from bench.evaluate import Evaluator, size_grid, top_k_circuit
 from bench.spliced import ERROR_POLICIES
 from methods.base import Circuit, CircuitSet, Method, MethodContext, Scores
@@ -246,11 +245,3 @@ def common_columns(cfg: RunConfig, world, setup: TaskSetup) -> dict:
         "error_policy": cfg.error_policy, "ablation": cfg.ablation, "split": "test", "seed": cfg.seed,
         "n_train": len(setup.train), "n_test": len(setup.test), "size_unit": "nodes",
     }
-
-
-def traceback_tail(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(exc)[-3:])
-
-
-class CellError(BenchError):
-    pass

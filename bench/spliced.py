@@ -70,15 +70,6 @@ def mask_edit(mask: torch.Tensor, replacement: torch.Tensor) -> Edit:
     return edit
 
 
-def set_edit(latents: torch.Tensor) -> Edit:
-    """Replace the latents at a site by given ones (same shape as the site's latents)."""
-
-    def edit(f: torch.Tensor) -> torch.Tensor:
-        return latents.to(f.dtype).expand_as(f) if latents.shape != f.shape else latents.to(f.dtype)
-
-    return edit
-
-
 @dataclass
 class SplicedModel:
     """A frozen HookedTransformer plus SAEs at residual hooks, with an error-term policy.

@@ -49,10 +49,6 @@ def load_model(model_dir: Path, tokenizer, device: str = "cpu", dtype: str = "fl
     return model
 
 
-def sae_dir_name(hook: str) -> str:
-    return hook
-
-
 def file_hashes(world_dir: Path) -> dict[str, str]:
     """SHA-256 (first 16 hex) of every weight and config file, for cache keys and run.json."""
     out = {}
