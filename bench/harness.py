@@ -97,7 +97,7 @@ def build_method(name: str, cfg: RunConfig) -> Method:
         raise UsageError(f"method {name!r}: bad option(s) {opts}: {exc}") from None
 
 
-def load_task(name: str, cfg: RunConfig):
+def load_task(name: str, cfg: RunConfig | None = None):
     from bench import registry
     from tasks.base import FileTask, Task
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.spliced import mask_edit
 from methods.base import Circuit, CircuitSet, Method, MethodConfig, MethodContext
 
 
@@ -110,8 +111,6 @@ class BinaryMask(Method):
             temp = 200 ** (1.1 * i / cfg.steps)
             soft = {s: torch.sigmoid(temp * m) for s, m in logits_m.items()}
             repl = ctx.replacement.index(idx)
-            from bench.spliced import mask_edit
-
             edits = {s: mask_edit(soft[s], repl[s]) for s in ctx.sites}
             ld = ctx.metric(ctx.spliced.run(batch.clean, edits), batch)
             ref = ld_ref[idx.to(ld_ref.device)]

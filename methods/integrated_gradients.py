@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.data import logit_diff
+from bench.spliced import mask_edit
 from methods.base import Method, MethodConfig, MethodContext, Scores
 
 PATHS = ("per_sae", "joint")
@@ -69,16 +71,11 @@ class IntegratedGradients(Method):
                 def forward(*args: torch.Tensor, group=group, shared=shared) -> torch.Tensor:
                     k = len(group)
                     masks, clean, ca, pa, reps = args[:k], args[k], args[k + 1], args[k + 2], args[k + 3 :]
-                    from bench.spliced import mask_edit
-
                     edits = {
                         s: mask_edit(m, shared[s] if s in shared else r)
                         for s, m, r in zip(group, masks, reps)
                     }
-                    logits = ctx.spliced.run(clean, edits)
-                    from bench.data import logit_diff
-
-                    return logit_diff(logits, ca, pa)
+                    return logit_diff(ctx.spliced.run(clean, edits), ca, pa)
 
                 inputs = tuple(
                     torch.ones(b, ctx.train.n_pos, ctx.spliced.d_sae(s), device=ctx.spliced.device) for s in group
