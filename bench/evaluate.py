@@ -43,23 +43,12 @@ def size_grid(n_candidates: int, n_points: int = 16) -> list[int]:
 
 def top_k_circuit(scores: dict[str, torch.Tensor], candidates: dict[str, torch.Tensor], k: int) -> Circuit:
     """The ``k`` candidate nodes with the largest |score| (ties broken by site, then index)."""
-    flat, owners = [], []
-    for s, v in scores.items():
-        vals = v.abs().flatten().clone()
-        vals[~candidates[s].flatten()] = -1.0  # non-candidates last
-        flat.append(vals)
-        owners.append(s)
-    allv = torch.cat(flat)
-    # stable descending sort: deterministic cut
-    order = torch.sort(allv, descending=True, stable=True).indices[:k]
-    masks = {s: torch.zeros_like(candidates[s]) for s in owners}
-    offsets = np.cumsum([0] + [f.numel() for f in flat])
-    for idx in order.tolist():
-        j = int(np.searchsorted(offsets, idx, side="right") - 1)
-        s = owners[j]
-        local = idx - offsets[j]
-        masks[s].view(-1)[local] = True
-    return Circuit({s: m & candidates[s] for s, m in masks.items()}, {"k": k})
+    sites = list(scores)
+    vals = torch.cat([scores[s].abs().flatten().masked_fill(~candidates[s].flatten(), -1.0) for s in sites])
+    keep = torch.zeros(len(vals), dtype=torch.bool, device=vals.device)
+    keep[torch.sort(vals, descending=True, stable=True).indices[:k]] = True  # stable: a deterministic cut
+    parts = keep.split([scores[s].numel() for s in sites])
+    return Circuit({s: part.view(candidates[s].shape) & candidates[s] for s, part in zip(sites, parts)}, {"k": k})
 
 
 @dataclass

@@ -238,10 +238,11 @@ def cell_key(cfg: RunConfig, world, task_name: str, task_version: str, method: M
     return _key([SCHEMA_VERSION, settings, world.fingerprint, task_name, task_version, mid])
 
 
-def common_columns(cfg: RunConfig, world, setup: TaskSetup) -> dict:
+def common_columns(cfg: RunConfig, world, task: str, task_version: str, n_train: int, n_test: int) -> dict:
+    """The columns every row of one task's cells shares."""
     return {
-        "schema_version": SCHEMA_VERSION, "task": setup.name, "task_version": setup.version,
+        "schema_version": SCHEMA_VERSION, "task": task, "task_version": task_version,
         "model": world.model_name, "preset": world.preset.name, "sae_ids": ",".join(world.sae_ids),
         "error_policy": cfg.error_policy, "ablation": cfg.ablation, "split": "test", "seed": cfg.seed,
-        "n_train": len(setup.train), "n_test": len(setup.test), "size_unit": "nodes",
+        "n_train": n_train, "n_test": n_test, "size_unit": "nodes",
     }

@@ -56,10 +56,7 @@ def run_benchmark(cfg: RunConfig, out: str | Path, progress: bool = True) -> tup
     failures: list[str] = []
     input_errors: list[str] = []
     done = skipped = 0
-    cells = [(t, m) for t in cfg.tasks for m in cfg.methods]
-    bar = progress_bar(range(len(cells)), desc="cells", enabled=progress)
-    bar_iter = iter(bar)
-    for task_name in cfg.tasks:
+    for task_name in progress_bar(cfg.tasks, desc="tasks", enabled=progress):
         try:
             task = load_task(task_name, cfg)
             setup = setup_task(task, world, cfg)
@@ -70,23 +67,18 @@ def run_benchmark(cfg: RunConfig, out: str | Path, progress: bool = True) -> tup
             if getattr(exc, "exit_code", 1) == 2:
                 input_errors.append(str(exc))
             path = store.cell_path(task_name, "_setup", cell_key(cfg, world, task_name, "?", "_setup"))
-            df = to_frame([dict(r, task=task_name, task_version="", schema_version=1, model=world.model_name,
-                                preset=world.preset.name, sae_ids=",".join(world.sae_ids), error_policy=cfg.error_policy,
-                                ablation=cfg.ablation, split="test", seed=cfg.seed, n_train=0, n_test=0, size_unit="nodes")
-                           for r in error_rows("(task setup)", exc)])
+            common = common_columns(cfg, world, task_name, "", 0, 0)
+            df = to_frame([dict(common, **r) for r in error_rows("(task setup)", exc)])
             store.write_cell(path, df)
             paths.append(path)
             failures.append(f"{task_name}: {exc}")
-            for _ in cfg.methods:
-                next(bar_iter, None)
             continue
-        common = common_columns(cfg, world, setup)
+        common = common_columns(cfg, world, setup.name, setup.version, len(setup.train), len(setup.test))
         ref_path = store.cell_path(setup.name, "_reference", cell_key(cfg, world, setup.name, setup.version, "_reference"))
         if not store.has_cell(ref_path):
             store.write_cell(ref_path, to_frame([dict(common, **r) for r in reference_rows(setup)]))
         paths.append(ref_path)
         for method_name in cfg.methods:
-            next(bar_iter, None)
             load_error: Exception | None = None
             try:
                 method = build_method(method_name, cfg)

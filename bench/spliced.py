@@ -182,9 +182,7 @@ class SplicedModel:
         layer = _layer_of(site)
         out = self.substitute(site, x.to(self.device), edits.get(site))
         downstream = {s: e for s, e in edits.items() if _layer_of(s) > layer}
-        sub = SplicedModel(self.model, {s: a for s, a in self.saes.items() if _layer_of(s) > layer},
-                           self.error_policy, self.bos_passthrough, self.error_means, self.counter)
-        with sub.spliced(downstream):
+        with self._subset(lambda s: _layer_of(s) > layer).spliced(downstream):
             logits = self.model(out, start_at_layer=layer + 1)
         self._count(logits, len(x))
         return logits
@@ -248,12 +246,17 @@ class SplicedModel:
                 return x
 
             # Only the upstream sites are spliced while reading this site's input.
-            upstream = {s: self.saes[s] for s in self.saes if _layer_of(s) < _layer_of(site)}
-            sub = SplicedModel(self.model, upstream, "mean", self.bos_passthrough, means, self.counter)
-            with sub.spliced(error_means=means), self.model.hooks(fwd_hooks=[(site, grab)]):
+            upstream = self._subset(lambda s, site=site: _layer_of(s) < _layer_of(site), policy="mean", means=means)
+            with upstream.spliced(error_means=means), self.model.hooks(fwd_hooks=[(site, grab)]):
                 self.model(tokens)
             means[site] = store["err"]
         self.error_means = means
+
+    def _subset(self, keep: Callable[[str], bool], policy: str | None = None,
+                means: Mapping[str, torch.Tensor] | None = None) -> SplicedModel:
+        """The same model with only the sites ``keep`` accepts (shares weights and counters)."""
+        return SplicedModel(self.model, {s: a for s, a in self.saes.items() if keep(s)}, policy or self.error_policy,
+                            self.bos_passthrough, dict(self.error_means if means is None else means), self.counter)
 
     def _count(self, logits: torch.Tensor, n: int) -> None:
         self.counter.forward_calls += 1

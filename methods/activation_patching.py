@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.data import logit_diff
 from methods.base import Method, MethodConfig, MethodContext, Scores
 
 
@@ -64,7 +65,7 @@ class ActivationPatching(Method):
                 prompt = prompt_of_row.repeat(c)
                 value = r[prompt, pos, lat] if r.dim() == 3 else r[pos, lat]
                 logits = spliced.run_from(site, inputs[site].repeat(c, 1, 1), {site: _ablate_one(rows, pos, lat, value)})
-                ld = ctx.metric(logits, _tile(data, c))
+                ld = logit_diff(logits, data.clean_answer.repeat(c), data.patch_answer.repeat(c))
                 score[chunk[:, 0], chunk[:, 1]] = (base.repeat(c) - ld).view(c, n).mean(1)
             scores[site] = score
         return Scores(scores)
@@ -80,10 +81,3 @@ def _ablate_one(rows: torch.Tensor, pos: torch.Tensor, lat: torch.Tensor, value:
 
     return edit
 
-
-def _tile(data, c: int):
-    """``data`` repeated ``c`` times along the batch (answers only; the metric needs no prompts)."""
-    from bench.data import TaskData
-
-    return TaskData(data.name, data.version, data.clean[:0], data.patch[:0], data.clean_answer.repeat(c),
-                    data.patch_answer.repeat(c), [], data.split)

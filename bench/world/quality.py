@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from bench.data import logit_diff
+
 
 @torch.no_grad()
 def task_quality(run, tokenizer, records: list[dict[str, str]], batch_size: int = 256, device="cpu") -> dict[str, float]:
@@ -19,9 +21,9 @@ def task_quality(run, tokenizer, records: list[dict[str, str]], batch_size: int 
         tokens = torch.tensor([tokenizer(r["clean_prefix"])["input_ids"] for r in chunk], device=device)
         a = torch.tensor([tokenizer(r["clean_answer"], add_special_tokens=False)["input_ids"][0] for r in chunk], device=device)
         b = torch.tensor([tokenizer(r["patch_answer"], add_special_tokens=False)["input_ids"][0] for r in chunk], device=device)
-        last = run(tokens)[:, -1]
-        lds.append(last.gather(1, a[:, None])[:, 0] - last.gather(1, b[:, None])[:, 0])
-        top1.append(last.argmax(-1) == a)
+        logits = run(tokens)
+        lds.append(logit_diff(logits, a, b))
+        top1.append(logits[:, -1].argmax(-1) == a)
     ld = torch.cat(lds)
     return {
         "logit_diff": ld.mean().item(),
