@@ -15,6 +15,7 @@ import pandas as pd
 from figures import style
 
 F_LABEL = "faithfulness F (normalised)"
+MAX_LATENTS = 30  # per SAE in the case-study heatmaps
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
@@ -183,22 +184,33 @@ def case_study(df: pd.DataFrame, out: Path) -> list[Path]:
         tokens = json.loads(tok_row.circuit_params.iloc[0]) if len(tok_row) else None
         sites = sorted(nodes.site.unique(), key=lambda s: int(s.split(".")[1]) if s.split(".")[1].isdigit() else 0)
         n_pos = int(_reference(df, task).get("n_positions", nodes.pos.max() + 1))
-        lat_lists = [sorted(nodes[nodes.site == s].latent.unique()) for s in sites]
+        # Large circuits (IOI: hundreds of latents) would make an unreadable strip: show each SAE's
+        # MAX_LATENTS latents present at the most positions (then by |score|), and say how many are hidden.
+        lat_lists, hidden = [], []
+        for s_ in sites:
+            ns = nodes[nodes.site == s_]
+            rank = ns.assign(a=ns.value.abs()).groupby("latent").agg(n=("pos", "size"), a=("a", "sum"))
+            top = rank.sort_values(["n", "a"], ascending=False).index[:MAX_LATENTS]
+            lat_lists.append(sorted(int(v) for v in top))
+            hidden.append(len(rank) - len(top))
         heights = [max(1, len(lats)) for lats in lat_lists]
         fig_h = 1.0 + 0.22 * sum(heights) + 0.35 * len(sites)
         fig, axes = plt.subplots(len(sites), 1, figsize=(max(5.0, 0.3 * n_pos + 1.8), fig_h), squeeze=False,
                                  gridspec_kw={"height_ratios": heights}, sharex=True)
+        fig.subplots_adjust(top=1 - 0.8 / fig_h, bottom=0.9 / fig_h, hspace=0.35 * 8 / fig_h)  # margins in inches
         scored = m != "binary_mask"
         lim = nodes.value.abs().max() if scored and len(nodes) else 1.0
-        for ax, site, lats in zip(axes[:, 0], sites, lat_lists):
-            s = nodes[nodes.site == site]
+        for ax, site, lats, n_hidden in zip(axes[:, 0], sites, lat_lists, hidden):
+            s = nodes[(nodes.site == site) & nodes.latent.isin(lats)]
+            n_site = int((nodes.site == site).sum())
             grid = np.full((max(1, len(lats)), n_pos), np.nan)
             for _, r in s.iterrows():
                 grid[lats.index(r.latent), int(r.pos)] = r.value if scored else 1.0
             cmap = "RdBu_r" if scored else "Reds"
             im = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-lim if scored else 0, vmax=lim, interpolation="nearest")
             ax.set_yticks(range(len(lats)), [str(v) for v in lats], fontsize=7)
-            ax.set_ylabel(f"{site.replace('.hook_resid_post', '')}\n({len(s)} nodes)", fontsize=8)
+            more = f", {n_hidden} latents not shown" if n_hidden else ""
+            ax.set_ylabel(f"{site.replace('.hook_resid_post', '')}\n({n_site} nodes{more})", fontsize=8)
             ax.set_xticks(np.arange(-0.5, n_pos, 1), minor=True)
             ax.set_yticks(np.arange(-0.5, len(lats), 1), minor=True)
             ax.grid(which="minor", color="0.85", lw=0.5)
@@ -210,6 +222,8 @@ def case_study(df: pd.DataFrame, out: Path) -> list[Path]:
         if scored:
             fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.03, label="score (drop in LD when ablated)")
         f = f", F={faith.iloc[0]:.2f}" if len(faith) else ""
-        fig.suptitle(f"{task}: smallest {style.label(m)} circuit with F ≥ 0.9 ({len(nodes)} nodes{f})\nlatents (y) at positions (x), one row per SAE", fontsize=9)
+        which = "smallest" if len(faith) and faith.iloc[0] >= 0.9 else "most faithful (none reached F ≥ 0.9):"
+        goal = " circuit with F ≥ 0.9" if which == "smallest" else " circuit"
+        fig.suptitle(f"{task}: {which} {style.label(m)}{goal} ({len(nodes)} nodes{f})\nlatents (y) at positions (x), one row per SAE", fontsize=9)
         written += style.save(fig, out, f"case_study_{task}")
     return written
