@@ -158,14 +158,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from bench import registry
     from bench.testing import run_checks
-    from methods.base import Method
+    from bench.api import Method
 
     try:
         cls = registry.load("method", args.name)
     except registry.PluginLoadError as exc:
         raise UsageError(str(exc)) from None
     if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise UsageError(f"{args.name!r} is not a subclass of methods.base.Method")
+        raise UsageError(f"{args.name!r} is not a subclass of bench.api.Method")
     opts = _parse_options([f"{cls.name or 'm'}.{o}" for o in args.option]).get(cls.name or "m", {})
     try:
         method = cls(**opts)

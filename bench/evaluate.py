@@ -27,7 +27,7 @@ import torch
 from bench.ablation import Replacement
 from bench.data import TaskData, logit_diff
 from bench.spliced import SplicedModel, mask_edit
-from methods.base import Circuit
+from bench.api import Circuit
 
 
 class FaithfulnessUndefined(ValueError):

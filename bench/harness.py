@@ -23,7 +23,7 @@ from bench.data import split_train_test, tokenize_records
 from bench.errors import MethodFailure, UsageError, did_you_mean
 from bench.evaluate import Evaluator, size_grid, top_k_circuit
 from bench.spliced import ERROR_POLICIES
-from methods.base import Circuit, CircuitSet, Method, MethodContext, Scores
+from bench.api import Circuit, CircuitSet, Method, MethodContext, Scores
 
 log = logging.getLogger(__name__)
 

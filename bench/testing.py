@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 
 from bench.harness import validate_output
-from methods.base import CircuitSet, Method, Scores
+from bench.api import CircuitSet, Method, Scores
 
 BUDGET_SECONDS = 60.0
 

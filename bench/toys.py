@@ -95,7 +95,7 @@ def planted_toy(seed: int = 0):
 def context_for(toy: Toy, ablation: str = "mean"):
     """The MethodContext the harness would build for a toy."""
     from bench.ablation import candidates, make_replacement
-    from methods.base import MethodContext
+    from bench.api import MethodContext
 
     repl = make_replacement(ablation, toy.spliced, toy.data, toy.data)
     cands = candidates(toy.spliced.latents(toy.data.clean), repl)

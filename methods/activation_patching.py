@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.data import logit_diff
-from methods.base import Method, MethodConfig, MethodContext, Scores
+from bench.api import Method, MethodConfig, MethodContext, Scores
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.spliced import mask_edit
-from methods.base import Circuit, CircuitSet, Method, MethodConfig, MethodContext
+from bench.api import Circuit, CircuitSet, Method, MethodConfig, MethodContext
 
 
 @dataclass(frozen=True)

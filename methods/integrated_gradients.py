@@ -22,7 +22,7 @@ import torch
 
 from bench.data import logit_diff
 from bench.spliced import mask_edit
-from methods.base import Method, MethodConfig, MethodContext, Scores
+from bench.api import Method, MethodConfig, MethodContext, Scores
 
 PATHS = ("per_sae", "joint")
 RULES = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")

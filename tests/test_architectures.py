@@ -60,7 +60,7 @@ def _saes(hooks, kind):
 def test_preset_architectures_splice_and_run_methods(build):
     from bench.ablation import candidates, make_replacement
     from methods.attribution_patching import AttributionPatching
-    from methods.base import MethodContext
+    from bench.api import MethodContext
     from methods.binary_mask import BinaryMask
     from methods.integrated_gradients import IntegratedGradients
 

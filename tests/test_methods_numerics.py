@@ -30,7 +30,7 @@ def test_ig_completeness_error_shrinks_with_steps(tiny_world):
     from bench.ablation import candidates, make_replacement
     from bench.data import split_train_test, tokenize_records
     from bench.spliced import SplicedModel
-    from methods.base import MethodContext
+    from bench.api import MethodContext
     from tasks import IndirectObjectIdentification
 
     last = tiny_world.spliced.sites[-1]
@@ -83,7 +83,7 @@ def test_binary_mask_with_lambda_near_zero_stays_faithful(embedded_world):
     from bench.ablation import candidates, make_replacement
     from bench.data import split_train_test, tokenize_records
     from bench.evaluate import Evaluator
-    from methods.base import MethodContext
+    from bench.api import MethodContext
     from tasks import SubjectVerbAgreement
 
     sp = embedded_world.spliced

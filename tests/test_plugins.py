@@ -96,7 +96,7 @@ def _fake_dist(site: Path, dist: str, entry: str, target: str, files: dict[str, 
 
 BROKEN = '''
 import torch
-from methods.base import Method, Scores
+from bench.api import Method, Scores
 
 class Raises(Method):
     name = "raises"

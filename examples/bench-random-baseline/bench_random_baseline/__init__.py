@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from methods.base import Method, MethodConfig, MethodContext, Scores
+from bench.api import Method, MethodConfig, MethodContext, Scores
 
 
 @dataclass(frozen=True)
