@@ -70,6 +70,12 @@ class Circuit:
 
     masks: dict[str, torch.Tensor]
     params: dict[str, Any] = field(default_factory=dict)
+    # Optional: a continuous score per node ``[pos, d_sae]`` behind the circuit (e.g. a learned
+    # mask's logits); the harness may use it to read a circuits-method as a ranking.
+    scores: dict[str, torch.Tensor] | None = None
+    # Optional: training diagnostics, metric name -> one value per logged step (``"step"`` gives
+    # the step numbers). The harness stores them as ``trace_<name>`` rows.
+    trace: dict[str, list[float]] = field(default_factory=dict)
 
     def n_nodes(self, candidates: dict[str, torch.Tensor] | None = None) -> int:
         return int(sum((m & candidates[s] if candidates else m).sum() for s, m in self.masks.items()))
