@@ -62,6 +62,9 @@ class Scores:
     """Per-node scores: ``values[site]`` is ``[pos, d_sae]``."""
 
     values: dict[str, torch.Tensor]
+    # Optional numbers about the scores themselves (e.g. exact patching's split-half reliability);
+    # the harness stores them as ``diag_<name>`` rows.
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

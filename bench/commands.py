@@ -22,7 +22,10 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
     p.add_argument("--world", default=None, help="embedded-world directory (default: the shipped one)")
     p.add_argument("--error-policy", default="drop", help="drop (paper), keep or mean")
     p.add_argument("--ablation", default="mean", help="mean (paper), zero or counterfactual")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default=None, help="comma list of seeds (default 0,1,2; quick: 0). A seed changes the data "
+                   "draw, the train/test split and each method's randomness")
+    p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
+    p.add_argument("--max-rows", type=int, default=1024, help="rows per evaluation forward (memory bound; default 1024)")
     p.add_argument("--n-train", type=int, default=None, help="train prompts per task (default 64; quick 32)")
     p.add_argument("--n-test", type=int, default=None, help="test prompts per task (default 128; quick 64)")
     p.add_argument("--quick", action="store_true", help="smaller sweep, for a first look")
@@ -81,13 +84,24 @@ def _parse_options(items: list[str]) -> dict[str, dict]:
 def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tuple[str, ...] | None):
     from bench.harness import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig
 
-    n_train = args.n_train if args.n_train is not None else (32 if args.quick else 64)
+    n_train = args.n_train if args.n_train is not None else (64 if args.quick else 128)
     n_test = args.n_test if args.n_test is not None else (64 if args.quick else 128)
+    if args.seed is not None and args.seeds is not None:
+        raise UsageError("give --seed or --seeds, not both")
+    if args.seed is not None:
+        seeds: tuple[int, ...] = (args.seed,)
+    elif args.seeds is not None:
+        try:
+            seeds = tuple(int(x) for x in _csv(args.seeds))
+        except ValueError:
+            raise UsageError(f"--seeds {args.seeds!r}: expected a comma list of integers, e.g. 0,1,2") from None
+    else:
+        seeds = (0,) if args.quick else (0, 1, 2)
     return RunConfig(
         preset=args.preset, tasks=tasks or DEFAULT_TASKS, methods=methods or DEFAULT_METHODS,
-        error_policy=args.error_policy, ablation=args.ablation, seed=args.seed, n_train=n_train, n_test=n_test,
-        n_grid=10 if args.quick else 14, n_knockout=8 if args.quick else 20, quick=args.quick,
-        method_options=_parse_options(args.option), world_dir=args.world, device=args.device,
+        error_policy=args.error_policy, ablation=args.ablation, seeds=seeds, n_train=n_train, n_test=n_test,
+        grid_per_decade=3 if args.quick else 5, n_knockout=6 if args.quick else 8, quick=args.quick,
+        method_options=_parse_options(args.option), world_dir=args.world, device=args.device, max_rows=args.max_rows,
     )
 
 

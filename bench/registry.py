@@ -38,6 +38,8 @@ BUILTINS = {
         "attribution_patching": "methods.attribution_patching:AttributionPatching",
         "integrated_gradients": "methods.integrated_gradients:IntegratedGradients",
         "activation_patching": "methods.activation_patching:ActivationPatching",
+        "activation_magnitude": "methods.activation_magnitude:ActivationMagnitude",
+        "random": "methods.random_ranking:Random",
     },
     "task": {
         "dict_keyerror": "tasks.dict_keyerror:DictKeyError",

@@ -1,10 +1,9 @@
-"""The Markdown report, made from stored rows only.
+"""The Markdown report, made from stored rows only (through :mod:`bench.verdict`).
 
-Headline table per task and method: nodes (and distinct latents) needed to reach normalised
-faithfulness 0.8 / 0.9 / 0.95; faithfulness at fixed sizes; an area score; completeness of the
-studied circuit; cost. Sizes are read off each method's own circuits: for ranking methods the
-shared log-spaced grid, for the mask its own circuits, so a "nodes for F >= x" entry is the
-smallest evaluated circuit that reached x (an upper bound between grid points).
+Sections: setting; the headline (F at matched sizes with 95% intervals, and the paired verdict);
+nodes needed for F ≥ 0.8 / 0.9 (interpolated); area against random; train vs test; completeness
+and knockout; stability and nestedness; the studied circuits per SAE; cost; failed cells.
+Every table is also written as CSV next to the report.
 """
 
 from __future__ import annotations
@@ -16,144 +15,172 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-FIXED_K = (10, 30, 100)
-THRESHOLDS = (0.8, 0.9, 0.95)
+from bench import verdict
 
-
-def _circuits(df: pd.DataFrame, task: str, method: str) -> pd.DataFrame:
-    d = df[(df.task == task) & (df.method == method) & (df.circuit >= 0) & (df.status == "ok")]
-    wide = d[d.metric.isin(["size_nodes", "size_latents", "faithfulness_norm", "completeness_norm"])]
-    return wide.pivot_table(index="circuit", columns="metric", values="value", aggfunc="first").dropna(subset=["size_nodes"])
-
-
-def envelope(c: pd.DataFrame, k: float) -> float:
-    """Best faithfulness among the method's circuits of at most ``k`` nodes (NaN if none)."""
-    small = c[c.size_nodes <= k]
-    return float(small.faithfulness_norm.max()) if len(small) else float("nan")
-
-
-def area_score(c: pd.DataFrame, n_candidates: float, n_points: int = 25) -> float:
-    """Mean of the envelope over a log-spaced grid of sizes 1..N (circuits above N ignored)."""
-    if c.empty or not n_candidates:
-        return float("nan")
-    ks = np.geomspace(1, n_candidates, n_points)
-    vals = [envelope(c, k) for k in ks]
-    return float(np.nanmean([0.0 if math.isnan(v) else v for v in vals]))
-
-
-def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, method) with the headline numbers."""
-    rows = []
-    for task in sorted(df.task.unique()):
-        ref = df[(df.task == task) & (df.method == "(reference)")]
-        refd = dict(zip(ref.metric, ref.value))
-        n_cand = refd.get("n_candidates", float("nan"))
-        for method in sorted(m for m in df[df.task == task].method.unique() if not m.startswith("(")):
-            cell = df[(df.task == task) & (df.method == method)]
-            err = cell[cell.status == "error"]
-            row: dict = {"task": task, "method": method}
-            if len(err):
-                row["error"] = err.error.iloc[0]
-                rows.append(row)
-                continue
-            c = _circuits(df, task, method)
-            for t in THRESHOLDS:
-                ok = c[c.faithfulness_norm >= t]
-                row[f"nodes@F>={t}"] = int(ok.size_nodes.min()) if len(ok) else None
-                row[f"latents@F>={t}"] = int(ok.loc[ok.size_nodes.idxmin(), "size_latents"]) if len(ok) else None
-            for k in FIXED_K:
-                row[f"F@k<={k}"] = envelope(c, k)
-            row["area"] = area_score(c, n_cand)
-            chosen = cell[cell.metric == "knockout_model"].circuit
-            if len(chosen) and int(chosen.iloc[0]) in c.index:
-                ch = c.loc[int(chosen.iloc[0])]
-                row["studied_nodes"] = int(ch.size_nodes)
-                row["studied_F"] = float(ch.faithfulness_norm)
-                row["completeness"] = float(ch.completeness_norm)
-            costs = dict(zip(cell[cell.circuit < 0].metric, cell[cell.circuit < 0].value))
-            row["seconds"] = costs.get("wall_seconds")
-            row["fwd_prompts"] = costs.get("forward_prompts")
-            row["bwd_prompts"] = costs.get("backward_prompts")
-            row["mem_growth_mb"] = costs.get("peak_memory_mb")
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def verdict(s: pd.DataFrame) -> list[str]:
-    """Plain sentences: does the mask need fewer nodes than the best thresholding method?"""
-    out = []
-    for task, g in s.groupby("task"):
-        if "binary_mask" not in set(g.method) or "nodes@F>=0.9" not in g:
-            continue
-        mask = g[g.method == "binary_mask"].iloc[0]
-        others = g[(g.method != "binary_mask") & g["nodes@F>=0.9"].notna()]
-        m_nodes = mask.get("nodes@F>=0.9")
-        if others.empty and (m_nodes is None or pd.isna(m_nodes)):
-            out.append(f"- **{task}**: no method reached F >= 0.9.")
-            continue
-        if others.empty:
-            out.append(f"- **{task}**: only the mask reached F >= 0.9 ({int(m_nodes)} nodes).")
-            continue
-        best = others.loc[others["nodes@F>=0.9"].idxmin()]
-        if m_nodes is None or pd.isna(m_nodes):
-            out.append(f"- **{task}**: the mask never reached F >= 0.9; {best.method} did with {int(best['nodes@F>=0.9'])} nodes.")
-            continue
-        ratio = best["nodes@F>=0.9"] / m_nodes
-        word = "beats" if ratio > 1.0 else ("ties" if ratio == 1.0 else "loses to")
-        out.append(f"- **{task}**: the mask {word} the best thresholding method ({best.method}): "
-                   f"{int(m_nodes)} vs {int(best['nodes@F>=0.9'])} nodes for F >= 0.9 ({ratio:.1f}x).")
-    return out
+F_NAME = "F = (m(C) − m(∅)) / (m(M+SAE) − m(∅))"
 
 
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        if float(v).is_integer():
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt(x) for x in v)
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if v.is_integer() and abs(v) >= 1:
             return f"{int(v):,}"
         return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
     return str(v)
 
 
-def markdown_table(s: pd.DataFrame, cols: list[str]) -> str:
+def markdown_table(df: pd.DataFrame, cols: list[str] | None = None) -> str:
+    if df is None or df.empty:
+        return "(no data)"
+    cols = [c for c in (cols or list(df.columns)) if c in df.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, r in s.iterrows():
-        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
     return "\n".join(lines)
 
 
-def write_report(df: pd.DataFrame, results: Path, fig_dir: Path) -> Path:
-    s = summary(df)
-    run = {}
-    if (results / "run.json").is_file():
-        run = json.loads((results / "run.json").read_text())
+def ci(est, lo, hi, digits: int = 3) -> str:
+    if est is None or not np.isfinite(est):
+        return "–"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{est:.{digits}f}"
+    return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def headline_wide(matched: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, method), one column per matched target: "F [lo, hi] @k"."""
+    if matched.empty:
+        return matched
+    rows = []
+    for (task, method), g in matched.groupby(["task", "method"]):
+        row = {"task": task, "method": method}
+        for _, r in g.sort_values("target").iterrows():
+            row[f"~{r.target} nodes"] = f"{ci(r.F, r.lo, r.hi, 2)} @{_fmt(r.sizes[0]) if len(set(r.sizes)) == 1 else '/'.join(map(str, r.sizes))}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary(df: pd.DataFrame, n_boot: int = 2000) -> dict[str, pd.DataFrame]:
+    """Every report table (see :func:`bench.verdict.build`)."""
+    return verdict.build(df, n_boot)
+
+
+def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2000) -> Path:
+    results = Path(results)
+    t = summary(df, n_boot)
+    run = json.loads((results / "run.json").read_text()) if (results / "run.json").is_file() else {}
     cfg = run.get("config", {})
-    cols = ["task", "method", "nodes@F>=0.8", "nodes@F>=0.9", "latents@F>=0.9", "nodes@F>=0.95",
-            "F@k<=10", "F@k<=30", "F@k<=100", "area", "completeness", "seconds", "fwd_prompts", "bwd_prompts", "mem_growth_mb"]
-    ok = s[s.get("error").isna()] if "error" in s else s
+    seeds = cfg.get("seeds", sorted(df.seed.unique().tolist()))
     lines = [
         "# SAE-latent circuit discovery: benchmark report", "",
-        f"Preset `{cfg.get('preset', '?')}`, error policy `{cfg.get('error_policy', '?')}`, ablation `{cfg.get('ablation', '?')}`, "
-        f"seed {cfg.get('seed', '?')}, {cfg.get('n_train', '?')} train / {cfg.get('n_test', '?')} test prompts per task "
-        f"(methods see train only; every number below is on the held-out test split).", "",
-        "Faithfulness is normalised: F = (m(C) − m(∅)) / (m(M+SAE) − m(∅)), m = mean logit difference. "
-        "`nodes@F>=x`: smallest evaluated circuit reaching x, in (position, latent) nodes; `latents@…`: its distinct latents. "
-        "`F@k<=K`: best F among the method's circuits of at most K nodes. `area`: mean of that envelope over 25 log-spaced sizes "
-        "from 1 to all candidate nodes (higher is better). `completeness`: F(M \\ C) of the studied circuit (the smallest with "
-        "F >= 0.9, else the most faithful); near 0 is complete. Cost is one method run on one task (the mask: its whole lambda sweep); "
-        "`fwd/bwd_prompts` count prompts through the model. `mem_growth_mb`: peak resident memory above the level at the "
-        "start of the run (on CPU the allocator reuses memory freed by earlier cells, so this undercounts; on CUDA it is "
-        "torch's peak allocation).", "",
-        "## Headline", "", markdown_table(ok, [c for c in cols if c in ok or c in ("task", "method")]), "",
-        "## Does masking beat the thresholding methods here?", "", *verdict(ok), "",
+        f"Preset `{cfg.get('preset', '?')}`, error policy `{cfg.get('error_policy', '?')}`, ablation "
+        f"`{cfg.get('ablation', '?')}`, seeds {seeds} (a seed changes the data draw, the split and each method's "
+        f"randomness), {cfg.get('n_train', '?')} train / {cfg.get('n_test', '?')} test prompts per task and seed. "
+        "Methods see the train split only.", "",
+        f"Faithfulness is the headline form {F_NAME} on the **held-out test split** unless a column says otherwise; "
+        "m = mean logit difference, everything outside the circuit mean-ablated (the run's ablation). "
+        "Intervals are 95% bootstrap intervals over test prompts and seeds"
+        + (" (one seed: over prompts only, saying nothing about seed-to-seed variation)" if len(seeds) == 1 else "")
+        + ".", "",
+        "## Headline: F at matched sizes", "",
+        "Every method is evaluated at exactly the sizes the learned mask produced on the same task and seed (its own "
+        "circuits, one per λ); each column is the mask circuit nearest the named size, `@k` gives the sizes (per seed "
+        "when they differ). Ranking methods are cut at exactly those k.", "",
+        markdown_table(headline_wide(t["matched"])), "",
+        "## Verdict: paired differences at matched sizes", "",
+        "F(mask) − F(other) with a paired bootstrap over prompts and seeds. **beats**: the interval lies above 0; "
+        "**loses**: below 0; **tied**: it contains 0.", "",
     ]
-    if "error" in s and s["error"].notna().any():
-        lines += ["## Failed cells", ""] + [f"- {r.task} / {r.method}: {r.error}" for _, r in s[s["error"].notna()].iterrows()] + [""]
-    figs = sorted(p.name for p in fig_dir.glob("*.png")) if fig_dir.is_dir() else []
+    pw = t["pairwise"].copy()
+    if not pw.empty:
+        pw["F(mask) − F(other)"] = [ci(r["diff"], r.lo, r.hi) for _, r in pw.iterrows()]
+        lines += [markdown_table(pw, ["task", "target", "k", "method", "vs", "F(mask) − F(other)", "verdict", "n_seeds"]), ""]
+        counts = pw.groupby(["vs", "verdict"]).size().unstack(fill_value=0)
+        lines += ["Tally over tasks and matched sizes:", "", markdown_table(counts.reset_index()), ""]
+    lv = t["levels"].copy()
+    if not lv.empty:
+        lv["nodes for F ≥ level"] = [ci(r.nodes, r.lo, r.hi, 1) for _, r in lv.iterrows()]
+        lines += ["## Nodes needed for a faithfulness level (secondary)", "",
+                  "Interpolated linearly in log(size) between evaluated sizes (rankings: grid and matched sizes; the mask: "
+                  "its own circuits), averaged over seeds, with a bootstrap interval. `reached_share`: the share of "
+                  "replicates in which every seed reached the level.", "",
+                  markdown_table(lv, ["task", "method", "level", "nodes for F ≥ level", "reached_share"]), ""]
+    ar = t["area"].copy()
+    if not ar.empty:
+        ar["area"] = [ci(r.area, r.area_lo, r.area_hi) for _, r in ar.iterrows()]
+        ar["area vs random"] = [ci(r.vs_random, r.lo, r.hi) for _, r in ar.iterrows()]
+        lines += ["## Area against random", "",
+                  "`area`: mean F over the shared log-spaced grid of sizes 1…N (N = every node), each method read as a "
+                  "ranking (the mask through its λ sweep). `area vs random` = (area − area_random) / (1 − area_random): "
+                  "0 is a random ranking, 1 is F = 1 at every size.", "",
+                  markdown_table(ar, ["task", "method", "area", "area vs random"]), ""]
+    tt = t["train_test"]
+    lines += ["## Train vs test", "",
+              "The studied circuit is chosen on **train** (smallest with F_train ≥ 0.9, else the most faithful on train). "
+              "`mean_gap`: mean of F_train − F_test over the method's circuits with F_train ≥ 0.5.", "",
+              markdown_table(tt), ""]
+    mt = t["matched"]
+    if not mt.empty:
+        comp = mt.pivot_table(index=["task", "method"], columns="target", values="complement").reset_index()
+        comp.columns = [c if isinstance(c, str) else f"F(M\\C) @~{c}" for c in comp.columns]
+        lines += ["## Completeness at matched sizes", "",
+                  "F(M \\ C): the model with the circuit's latents ablated at every position (0 = the circuit holds "
+                  "everything that matters; lower is more complete).", "", markdown_table(comp), ""]
+    ko = t["knockout"]
+    if not ko.empty:
+        kw = ko.pivot_table(index=["task", "method"], columns="target", values="knockout_gap", aggfunc="first").reset_index()
+        kw.columns = [str(c) if c in ("task", "method", "studied") else f"@~{c}" for c in kw.columns]
+        lines += ["## Knockout", "",
+                  "Mean of F(M \\ K) − F(C \\ K) over random subsets K of the circuit's latents (each latent in K with "
+                  "probability 0.5, removed at every position, as in the paper). 0: the circuit is hurt exactly as "
+                  "much as the model (y = x); positive: the circuit relies on latents the model can do without.", "",
+                  markdown_table(kw), ""]
+    st = t["stability"]
+    if not st.empty:
+        lines += ["## Stability", "",
+                  "Jaccard of the circuits' latent sets ((site, latent) pairs) at each matched size: across seeds "
+                  "(same method; seeds differ in data and randomness) and with the mask's circuit (same seed).", "",
+                  markdown_table(st), ""]
+    ne = t["nestedness"]
+    if not ne.empty:
+        lines += ["## Nestedness of the λ sweep", "",
+                  "`nestedness_node_next`: share of a circuit's nodes inside the next larger one. `nestedness_latent_min` "
+                  "/ `_mean`: share of its latents inside each larger circuit, the minimum / mean over them (the paper's "
+                  "measure, ≥ 0.99 there).", "", markdown_table(ne), ""]
+    si = t["sites"]
+    if not si.empty:
+        lines += ["## Studied circuits per SAE", "", "Nodes and distinct latents per SAE (mean over seeds).", "",
+                  markdown_table(si), ""]
+    co = t["costs"]
+    if not co.empty:
+        cols = [c for c in ["wall_seconds", "forward_prompts", "backward_prompts", "forward_model_fraction",
+                            "peak_memory_mb", "diag_prompts_used", "diag_split_half_r"] if c in co]
+        cm = co.groupby(["task", "method"])[cols].mean().reset_index()
+        lines += ["## Cost of discovery (mean over seeds)", "",
+                  "One method run on one task and seed (the mask: its whole λ sweep). `forward/backward_prompts`: "
+                  "prompts through the model; `peak_memory_mb`: see the memory note in the README. "
+                  "`diag_split_half_r` (activation patching): correlation of node scores from the two halves of its "
+                  "prompts; activation patching is a noising effect on `diag_prompts_used` train prompts only.", "",
+                  markdown_table(cm), ""]
+    er = t["errors"]
+    if not er.empty:
+        lines += ["## Failed cells", ""] + [f"- {r.task} / seed {r.seed} / {r.method}: {r.error}" for _, r in er.iterrows()] + [""]
+    figs = sorted(p.name for p in Path(fig_dir).glob("*.png")) if Path(fig_dir).is_dir() else []
     if figs:
-        rel = Path(fig_dir).resolve().relative_to(Path(results).resolve()) if Path(fig_dir).resolve().is_relative_to(Path(results).resolve()) else Path(fig_dir)
+        fd, rd = Path(fig_dir).resolve(), results.resolve()
+        rel = fd.relative_to(rd) if fd.is_relative_to(rd) else fd
         lines += ["## Figures", ""] + [f"![{f}]({rel / f})" for f in figs] + [""]
     path = results / "report.md"
     path.write_text("\n".join(lines))
-    s.to_csv(results / "summary.csv", index=False)
+    for name in ("matched", "pairwise", "levels", "area", "train_test", "knockout", "stability", "nestedness", "sites"):
+        if not t[name].empty:
+            t[name].to_csv(results / f"summary_{name}.csv", index=False)
     return path

@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bench import SCHEMA_VERSION, __version__
@@ -29,14 +30,24 @@ from bench.errors import UsageError
 
 log = logging.getLogger(__name__)
 
+# Each column means one thing:
+#   circuit        index of the circuit within its cell (-1: a row about the cell, not a circuit)
+#   circuit_kind   "native" (built by the method, e.g. one mask per lambda) or "cut" (a ranking cut at k)
+#   k              the circuit's realised size in nodes (the same for native and cut circuits)
+#   split          "test" / "train" for circuit metrics; "" for rows that belong to no split
+#   sample         knockout sample or training step (trace rows); -1 otherwise
+#   site/pos/latent  a node (circuit_node rows) or a site (site_nodes rows); pos also labels positions
+#   text           a text value (position labels); value holds numbers only
+#   per_prompt     per-prompt values behind a mean (test logit differences), for bootstrap intervals;
+#                  kept in Parquet only (results.csv leaves it out)
 COLUMNS = [
-    "schema_version", "task", "task_version", "method", "method_version", "params", "model", "preset",
+    "schema_version", "code_version", "task", "task_version", "method", "method_version", "params", "model", "preset",
     "sae_ids", "error_policy", "ablation", "split", "seed", "n_train", "n_test", "size_unit",
-    "circuit", "circuit_params", "k", "metric", "value", "sample", "site", "pos", "latent",
-    "status", "error",
+    "circuit", "circuit_kind", "circuit_params", "k", "metric", "value", "sample", "site", "pos", "latent",
+    "text", "per_prompt", "status", "error",
 ]
-DEFAULTS = {"circuit": -1, "circuit_params": "{}", "k": float("nan"), "sample": -1, "site": "", "pos": -1,
-            "latent": -1, "status": "ok", "error": ""}
+DEFAULTS = {"circuit": -1, "circuit_kind": "", "circuit_params": "{}", "k": float("nan"), "sample": -1, "site": "",
+            "pos": -1, "latent": -1, "text": "", "status": "ok", "error": "", "split": "", "code_version": ""}
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
@@ -44,6 +55,8 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
     for c in COLUMNS:
         if c not in df:
             df[c] = DEFAULTS.get(c, "")
+    if "per_prompt" in df:
+        df["per_prompt"] = [list(v) if isinstance(v, (list, tuple, np.ndarray)) else [] for v in df["per_prompt"]]
     df = df[COLUMNS]
     df["value"] = df["value"].astype("float64")
     df["k"] = df["k"].astype("float64")
@@ -75,8 +88,8 @@ class ResultsDir:
                     f"{self.path}: results of schema version {found}, this suite writes {SCHEMA_VERSION}; use a new --out directory"
                 )
 
-    def cell_path(self, task: str, method: str, key: str) -> Path:
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{task}__{method}")
+    def cell_path(self, task: str, method: str, key: str, seed: int = 0) -> Path:
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in f"{task}__s{seed}__{method}")
         return self.path / "cells" / f"{safe}__{key}.parquet"
 
     def has_cell(self, path: Path) -> bool:
@@ -109,7 +122,7 @@ class ResultsDir:
 
     def write_table(self, df: pd.DataFrame) -> None:
         write_atomic(self.path / "results.parquet", lambda tmp: df.to_parquet(tmp, index=False))
-        write_atomic(self.path / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
+        write_atomic(self.path / "results.csv", lambda tmp: df.drop(columns=["per_prompt"]).to_csv(tmp, index=False))
 
     def write_run_json(self, info: dict) -> None:
         text = json.dumps({"schema_version": SCHEMA_VERSION, **info}, indent=2, sort_keys=True, default=str) + "\n"

@@ -1,229 +1,335 @@
 """The figure functions. Each takes the results table (rows only) and an output folder.
 
-Every figure names the faithfulness form it plots: the normalised one,
-``(m(C) - m(empty)) / (m(M+SAE) - m(empty))``, unless its axis says otherwise.
+Every figure names the faithfulness form it plots: the headline form
+F = (m(C) − m(∅)) / (m(M+SAE) − m(∅)) on the held-out test split, unless its axis says otherwise.
+Bands are 95% bootstrap intervals over test prompts and seeds (:mod:`bench.stats`).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bench import tables, verdict
 from figures import style
 
-F_LABEL = "faithfulness F (normalised)"
+F_LABEL = "F on test, normalised by M+SAE"
 MAX_LATENTS = 30  # per SAE in the case-study heatmaps
+N_BOOT = 400
 
 
-def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == "ok"]
+def _views(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, verdict.TaskView]]:
+    circ, ref = tables.circuits(df), tables.references(df)
+    if circ.empty or ref.empty:
+        return circ, ref, {}
+    return circ, ref, {t: verdict.TaskView(circ, ref, t, N_BOOT) for t in sorted(circ.task.unique())}
 
 
-def _tasks(df: pd.DataFrame) -> list[str]:
-    return sorted(df["task"].unique())
+def _band(v: verdict.TaskView, d: pd.DataFrame, column: str = "test_ld") -> pd.DataFrame:
+    """Mean over seeds and 95% interval at each size of ``d`` (one circuit per seed and size)."""
+    rows = []
+    for k, g in d.groupby("size_nodes"):
+        per = {int(r.seed): v.f_stat(int(r.seed), getattr(r, column)) for r in g.itertuples()}
+        est, lo, hi = v.boot.combine(per)
+        rows.append({"size": k, "latents": g.size_latents.mean(), "F": est, "lo": lo, "hi": hi})
+    return pd.DataFrame(rows).sort_values("size") if rows else pd.DataFrame(columns=["size", "latents", "F", "lo", "hi"])
 
 
-def _curve(df: pd.DataFrame, task: str, method: str, metric: str) -> pd.DataFrame:
-    d = _ok(df)
-    d = d[(d.task == task) & (d.method == method) & (d.circuit >= 0)]
-    wide = d[d.metric.isin(["size_nodes", metric])].pivot_table(index="circuit", columns="metric", values="value", aggfunc="first")
-    if metric not in wide or "size_nodes" not in wide:
-        return pd.DataFrame(columns=["size_nodes", metric])
-    return wide.dropna().sort_values("size_nodes")
-
-
-def _reference(df: pd.DataFrame, task: str) -> dict[str, float]:
-    d = df[(df.task == task) & (df.method == "(reference)")]
-    return dict(zip(d.metric, d.value))
-
-
-def _vs_size(df: pd.DataFrame, out: Path, metric: str, name: str, ylabel: str, title: str, full_model_line: bool) -> list[Path]:
+def _vs_size(df: pd.DataFrame, out: Path, name: str, x: str, column: str, ylabel: str, title: str) -> list[Path]:
     style.setup()
-    tasks, methods = _tasks(df), style.methods_in(df)
-    fig, axes = style.task_grid(tasks)
+    circ, ref, views = _views(df)
+    if not views:
+        return []
+    methods = style.methods_in(df)
+    fig, axes = style.task_grid(list(views))
     for task, ax in axes.items():
+        v = views[task]
         for m in methods:
-            c = _curve(df, task, m, metric)
-            if c.empty:
+            d = v.c[(v.c.method == m) & (v.c.kind == "cut")]
+            if d.empty:
                 continue
-            x = c["size_nodes"].clip(lower=0.8)
-            marker = "o" if m == "binary_mask" else "."
-            ax.plot(x, c[metric], marker=marker, ms=4, lw=1.4, color=style.color(m, methods), label=style.label(m))
-        ref = _reference(df, task)
-        if metric == "faithfulness_norm":
-            ax.axhline(1.0, color="k", lw=0.8, ls="-", alpha=0.6, label="model+SAEs (all latents)")
-            denom = ref.get("m_sae", np.nan) - ref.get("m_empty", np.nan)
-            if full_model_line and np.isfinite(denom) and denom != 0:
-                ax.axhline((ref["m_model"] - ref["m_empty"]) / denom, color="k", ls=":", lw=0.9, label="full model (no SAEs)")
-        else:
-            ax.axhline(0.0, color="k", lw=0.8, alpha=0.6)
+            b = _band(v, d, column)
+            xs = (b["size"] if x == "nodes" else b["latents"]).clip(lower=0.8)
+            native = (v.c[(v.c.method == m)].kind == "native").any()
+            lab = style.label(m) + (" (read as a ranking)" if native else "")
+            ax.plot(xs, b.F, lw=1.0 if native else 1.4, ls="--" if native else "-", color=style.color(m, methods), label=lab)
+            ax.fill_between(xs, b.lo, b.hi, color=style.color(m, methods), alpha=0.15, lw=0)
+            nat = v.c[(v.c.method == m) & (v.c.kind == "native")]
+            if len(nat):
+                f = [v.f_stat(int(r.seed), getattr(r, column))[0] for r in nat.itertuples()]
+                nx = (nat.size_nodes if x == "nodes" else nat.size_latents).clip(lower=0.8)
+                ax.scatter(nx, f, s=16, marker="o", color=style.color(m, methods), edgecolor="k", lw=0.4, zorder=3,
+                           label=f"{style.label(m)}: its own circuits (each seed)")
+        ax.axhline(1.0 if column == "test_ld" else 0.0, color="k", lw=0.8, alpha=0.6)
         ax.set_xscale("log")
-        n_test = df[df.task == task]["n_test"].max()
-        ax.set_title(f"{task}  (held-out test, n={n_test})")
-        ax.set_xlabel("circuit size  (position, latent) nodes, log")
+        seeds = len(v.seeds)
+        n_test = int(df[df.task == task].n_test.max())
+        ax.set_title(f"{task}  (test n={n_test} × {seeds} seed{'s' * (seeds > 1)})")
+        ax.set_xlabel(f"circuit size, {'(position, latent) nodes' if x == 'nodes' else 'distinct latents (mean over seeds)'} (log)")
         ax.set_ylabel(ylabel)
     handles, labels = next(iter(axes.values())).get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.04))
+    fig.legend(handles, labels, loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.08))
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return style.save(fig, out, name)
 
 
 def faithfulness_vs_size(df: pd.DataFrame, out: Path) -> list[Path]:
-    return _vs_size(df, out, "faithfulness_norm", "faithfulness_vs_size", F_LABEL,
-                    "Faithfulness vs circuit size on the held-out test split\nF = (m(C) − m(∅)) / (m(M+SAE) − m(∅)), m = mean logit difference", True)
+    return _vs_size(df, out, "faithfulness_vs_size", "nodes", "test_ld", F_LABEL,
+                    "Faithfulness vs circuit size on the held-out test split (bands: 95% bootstrap over prompts and seeds)")
+
+
+def faithfulness_vs_latents(df: pd.DataFrame, out: Path) -> list[Path]:
+    return _vs_size(df, out, "faithfulness_vs_latents", "latents", "test_ld", F_LABEL,
+                    "Faithfulness vs distinct latents on the held-out test split")
 
 
 def completeness_vs_size(df: pd.DataFrame, out: Path) -> list[Path]:
-    return _vs_size(df, out, "completeness_norm", "completeness_vs_size", "F(M \\ C)  (0 = complete)",
-                    "Completeness: the model with the circuit's latents ablated at every position", False)
+    return _vs_size(df, out, "completeness_vs_size", "nodes", "complement_ld", "F(M \\ C) (test; 0 = complete)",
+                    "Completeness: the model with the circuit's latents ablated at every position (lower = more complete)")
+
+
+def verdict_forest(df: pd.DataFrame, out: Path) -> list[Path]:
+    """F(mask) − F(other) at each matched size, with the paired 95% interval."""
+    import matplotlib.pyplot as plt
+
+    style.setup()
+    circ, ref, views = _views(df)
+    pw = verdict.pairwise(list(views.values())) if views else pd.DataFrame()
+    if pw.empty:
+        return []
+    tasks = sorted(pw.task.unique())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 0.32 * pw.groupby("task").size().max() + 1.6),
+                             squeeze=False, sharex=False)
+    methods = style.methods_in(df)
+    for ax, task in zip(axes[0], tasks):
+        d = pw[pw.task == task].sort_values(["vs", "target"]).reset_index(drop=True)
+        y = np.arange(len(d))[::-1]
+        for yi, r in zip(y, d.itertuples()):
+            c = style.color(r.vs, methods)
+            ax.errorbar(r.diff, yi, xerr=[[r.diff - r.lo], [r.hi - r.diff]], fmt="o", ms=4, color=c, capsize=2)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(y, [f"{style.label(r.vs)} @{r.k}" for r in d.itertuples()], fontsize=7)
+        ax.set_title(task)
+        ax.set_xlabel("F(mask) − F(other), paired 95% CI")
+    fig.suptitle("Verdict at matched sizes: right of 0 = the mask is more faithful at the same number of nodes (test)")
+    fig.tight_layout()
+    return style.save(fig, out, "verdict_matched_sizes")
+
+
+def train_vs_test(df: pd.DataFrame, out: Path) -> list[Path]:
+    style.setup()
+    circ, _, views = _views(df)
+    if circ.empty:
+        return []
+    methods = style.methods_in(df)
+    fig, axes = style.task_grid(sorted(circ.task.unique()), width=3.8, height=3.4)
+    for task, ax in axes.items():
+        d = circ[circ.task == task]
+        for m in methods:
+            dm = d[d.method == m]
+            if dm.empty:
+                continue
+            ax.scatter(dm.F_train, dm.F_test, s=8, alpha=0.6, color=style.color(m, methods), label=style.label(m))
+            st = dm[dm.studied]
+            ax.scatter(st.F_train, st.F_test, s=40, marker="*", color=style.color(m, methods), edgecolor="k", lw=0.5)
+        lo = float(np.nanmin([d.F_train.min(), d.F_test.min(), 0]))
+        hi = float(np.nanmax([d.F_train.max(), d.F_test.max(), 1]))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlabel("F on train (the split methods saw)")
+        ax.set_ylabel("F on test (held out)")
+        ax.set_title(task)
+    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, bbox_to_anchor=(0.5, -0.06))
+    fig.suptitle("Train vs test faithfulness of every evaluated circuit (★: the studied circuit, chosen on train)")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return style.save(fig, out, "train_vs_test")
 
 
 def knockout_scatter(df: pd.DataFrame, out: Path) -> list[Path]:
     style.setup()
-    tasks, methods = _tasks(df), style.methods_in(df)
-    fig, axes = style.task_grid(tasks, width=3.8, height=3.6)
-    d = _ok(df)
+    circ = tables.circuits(df)
+    d = tables.ok_rows(df)
+    k = d[d.metric.isin(["knockout_model", "knockout_circuit"])]
+    if k.empty or circ.empty:
+        return []
+    st = circ[circ.studied][["task", "seed", "method", "circuit", "size_nodes"]]
+    k = k.merge(st, on=["task", "seed", "method", "circuit"])
+    methods = style.methods_in(df)
+    fig, axes = style.task_grid(sorted(k.task.unique()), width=3.8, height=3.6)
     for task, ax in axes.items():
         lo, hi = 0.0, 1.0
         for m in methods:
-            k = d[(d.task == task) & (d.method == m) & d.metric.isin(["knockout_model", "knockout_circuit"])]
-            w = k.pivot_table(index="sample", columns="metric", values="value", aggfunc="first").dropna()
+            km = k[(k.task == task) & (k.method == m)]
+            w = km.pivot_table(index=["seed", "sample"], columns="metric", values="value", aggfunc="first").dropna()
             if w.empty:
                 continue
-            size = d[(d.task == task) & (d.method == m) & (d.metric == "size_nodes") & (d.circuit == k.circuit.iloc[0])]["value"]
-            lab = f"{style.label(m)} ({int(size.iloc[0]) if len(size) else '?'} nodes)"
-            ax.scatter(w["knockout_model"], w["knockout_circuit"], s=14, alpha=0.75, color=style.color(m, methods), label=lab)
+            sizes = sorted(int(s) for s in km.size_nodes.unique())
+            ax.scatter(w.knockout_model, w.knockout_circuit, s=12, alpha=0.7, color=style.color(m, methods),
+                       label=f"{style.label(m)} ({'/'.join(map(str, sizes))} nodes)")
             lo, hi = min(lo, w.values.min()), max(hi, w.values.max())
         ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--", label="y = x (complete)")
         ax.set_xlabel("F(M \\ K)  model without K")
         ax.set_ylabel("F(C \\ K)  circuit without K")
         ax.set_title(task)
-        ax.legend(loc="upper left", fontsize=7)
-    fig.suptitle("Knockout completeness: random subsets K of each method's studied circuit")
+        ax.legend(loc="upper left", fontsize=6)
+    fig.suptitle("Knockout: random latent subsets K of each method's studied circuit (chosen on train), removed at every position")
     fig.tight_layout()
     return style.save(fig, out, "knockout_scatter")
 
 
 def mask_nestedness(df: pd.DataFrame, out: Path) -> list[Path]:
     style.setup()
-    tasks, methods = _tasks(df), style.methods_in(df)
-    fig, axes = style.task_grid(tasks, width=4.0, height=2.8)
-    d = _ok(df)
+    d = tables.ok_rows(df)
+    n = d[d.metric.isin(["nestedness_latent_min", "nestedness_node_next"])]
+    if n.empty:
+        return []
+    sizes = d[(d.metric == "size_nodes")][["task", "seed", "method", "circuit", "value"]].rename(columns={"value": "size"})
+    n = n.merge(sizes, on=["task", "seed", "method", "circuit"])
+    fig, axes = style.task_grid(sorted(n.task.unique()), width=4.0, height=2.8)
     for task, ax in axes.items():
-        for m in methods:
-            n = d[(d.task == task) & (d.method == m) & (d.metric == "nestedness")]
-            if n.empty:
-                continue
-            sizes = d[(d.task == task) & (d.method == m) & (d.metric == "size_nodes")].set_index("circuit")["value"]
-            x = sizes.reindex(n.circuit).values
-            order = np.argsort(x)
-            ax.plot(np.clip(x[order], 0.8, None), n.value.values[order], marker="o", color=style.color(m, methods), label=style.label(m))
+        for metric, mk, lab in (("nestedness_latent_min", "o", "latents inside every larger circuit (paper's measure)"),
+                                ("nestedness_node_next", "x", "nodes inside the next larger circuit")):
+            g = n[(n.task == task) & (n.metric == metric)]
+            ax.scatter(g["size"].clip(lower=0.8), g.value, marker=mk, s=18, label=lab)
         ax.set_ylim(-0.05, 1.05)
         ax.set_xscale("log")
         ax.set_xlabel("size of the smaller circuit (nodes, log)")
-        ax.set_ylabel("fraction inside next larger")
+        ax.set_ylabel("nestedness")
         ax.set_title(task)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="lower right")
-    fig.suptitle("Mask nestedness across the lambda sweep (1 = circuits are nested)")
-    fig.tight_layout()
+    handles, labels = next(iter(axes.values())).get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.06))
+    fig.suptitle("Nestedness of the mask's λ sweep, every seed (1 = nested)")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return style.save(fig, out, "mask_nestedness")
+
+
+def mask_training(df: pd.DataFrame, out: Path) -> list[Path]:
+    """The mask's training curves: node count, task loss and sparsity term per λ (first seed)."""
+    import matplotlib.pyplot as plt
+
+    style.setup()
+    d = tables.ok_rows(df)
+    tr = d[d.metric.str.startswith("trace_")]
+    if tr.empty:
+        return []
+    tasks = sorted(tr.task.unique())
+    metrics = sorted(tr.metric.unique())
+    fig, axes = plt.subplots(len(tasks), len(metrics), figsize=(3.2 * len(metrics), 2.5 * len(tasks)), squeeze=False)
+    for i, task in enumerate(tasks):
+        g = tr[(tr.task == task) & (tr.seed == tr[tr.task == task].seed.min())]
+        lam = {int(c): p for c, p in zip(g.circuit, g.circuit_params)}
+        circuits = sorted(g.circuit.unique())
+        cmap = plt.get_cmap("viridis")
+        for j, metric in enumerate(metrics):
+            ax = axes[i, j]
+            for ci, c in enumerate(circuits):
+                gc = g[(g.circuit == c) & (g.metric == metric)].sort_values("sample")
+                ax.plot(gc["sample"], gc.value, color=cmap(ci / max(1, len(circuits) - 1)), lw=1)
+            if "nodes" in metric or "sparsity" in metric:
+                ax.set_yscale("symlog")
+            ax.set_title(f"{task}: {metric.removeprefix('trace_')}", fontsize=8)
+            ax.set_xlabel("step")
+        del lam
+    fig.suptitle("Mask training per λ (colour: small λ dark → large λ light), first seed")
+    fig.tight_layout()
+    return style.save(fig, out, "mask_training")
 
 
 def cost(df: pd.DataFrame, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     style.setup()
-    tasks, methods = _tasks(df), style.methods_in(df)
+    co = tables.costs(df)
+    if co.empty:
+        return []
+    tasks, methods = sorted(co.task.unique()), style.methods_in(df)
     metrics = [("wall_seconds", "wall time (s, log)"), ("forward_prompts", "forward passes (prompts, log)"),
-               ("backward_prompts", "backward passes (prompts)"), ("peak_memory_mb", "RSS growth during the run (MiB)")]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.4))
-    d = _ok(df)
+               ("backward_prompts", "backward passes (prompts)"), ("peak_memory_mb", "peak memory above start (MiB)")]
+    metrics = [m for m in metrics if m[0] in co]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.4), squeeze=False)
     width = 0.8 / max(1, len(methods))
-    for ax, (metric, ylab) in zip(axes, metrics):
+    for ax, (metric, ylab) in zip(axes[0], metrics):
         for j, m in enumerate(methods):
-            vals = [d[(d.task == t) & (d.method == m) & (d.metric == metric)]["value"] for t in tasks]
-            y = [v.iloc[0] if len(v) else np.nan for v in vals]
+            y = [co[(co.task == t) & (co.method == m)][metric].mean() for t in tasks]
             ax.bar(np.arange(len(tasks)) + (j - (len(methods) - 1) / 2) * width, y, width, color=style.color(m, methods), label=style.label(m))
         ax.set_xticks(range(len(tasks)), tasks, rotation=20)
         ax.set_ylabel(ylab)
         if metric in ("wall_seconds", "forward_prompts"):
             ax.set_yscale("log")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(methods), bbox_to_anchor=(0.5, -0.06))
-    fig.suptitle("Cost of one method run per task (the mask: its whole lambda sweep)")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(methods)), bbox_to_anchor=(0.5, -0.08))
+    fig.suptitle("Cost of one method run per task, mean over seeds (the mask: its whole λ sweep)")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return style.save(fig, out, "cost")
 
 
 def case_study(df: pd.DataFrame, out: Path) -> list[Path]:
-    """One heatmap per task: the smallest circuit reaching F >= 0.9 (else the most faithful).
+    """One heatmap per task: the mask's studied circuit (chosen on train), first seed.
 
-    One row of panels per SAE (layer order), positions on x labelled with the first test prompt's
-    tokens, the circuit's latents on y. Ranking methods colour nodes by score; the mask marks them.
+    One row of panels per SAE (layer order), positions on x labelled from every test prompt
+    (a token when it is the same in all prompts, else its role), the circuit's latents on y.
     """
     import matplotlib.pyplot as plt
 
     style.setup()
     written: list[Path] = []
-    d = _ok(df)
-    for task in _tasks(df):
-        nodes_all = d[(d.task == task) & (d.metric == "circuit_node")]
-        methods = [m for m in style.methods_in(df) if m in set(nodes_all.method)]
+    circ, ref = tables.circuits(df), tables.references(df)
+    d = tables.ok_rows(df)
+    nodes_all = d[d.metric == "circuit_node"]
+    for task in sorted(nodes_all.task.unique()):
+        st = circ[(circ.task == task) & circ.studied]
+        methods = [m for m in style.methods_in(df) if m in set(st.method)]
         if not methods:
             continue
         m = "binary_mask" if "binary_mask" in methods else methods[0]
-        nodes = nodes_all[nodes_all.method == m]
-        circuit = int(nodes.circuit.iloc[0])
-        faith = d[(d.task == task) & (d.method == m) & (d.circuit == circuit) & (d.metric == "faithfulness_norm")]["value"]
-        tok_row = df[(df.task == task) & (df.metric == "tokens")]
-        tokens = json.loads(tok_row.circuit_params.iloc[0]) if len(tok_row) else None
+        row = st[st.method == m].sort_values("seed").iloc[0]
+        seed, circuit = int(row.seed), int(row.circuit)
+        nodes = nodes_all[(nodes_all.task == task) & (nodes_all.method == m) & (nodes_all.seed == seed) & (nodes_all.circuit == circuit)]
+        if nodes.empty:
+            continue
+        labels = ref.loc[(task, seed), "position_labels"] if (task, seed) in ref.index else []
+        n_pos = int(ref.loc[(task, seed)].get("n_positions", nodes.pos.max() + 1)) if (task, seed) in ref.index else int(nodes.pos.max() + 1)
         sites = sorted(nodes.site.unique(), key=lambda s: int(s.split(".")[1]) if s.split(".")[1].isdigit() else 0)
-        n_pos = int(_reference(df, task).get("n_positions", nodes.pos.max() + 1))
-        # Large circuits (IOI: hundreds of latents) would make an unreadable strip: show each SAE's
-        # MAX_LATENTS latents present at the most positions (then by |score|), and say how many are hidden.
         lat_lists, hidden = [], []
         for s_ in sites:
             ns = nodes[nodes.site == s_]
-            rank = ns.assign(a=ns.value.abs()).groupby("latent").agg(n=("pos", "size"), a=("a", "sum"))
+            rank = ns.assign(a=ns.value.abs().fillna(0)).groupby("latent").agg(n=("pos", "size"), a=("a", "sum"))
             top = rank.sort_values(["n", "a"], ascending=False).index[:MAX_LATENTS]
             lat_lists.append(sorted(int(v) for v in top))
             hidden.append(len(rank) - len(top))
         heights = [max(1, len(lats)) for lats in lat_lists]
-        fig_h = 1.0 + 0.22 * sum(heights) + 0.35 * len(sites)
-        fig, axes = plt.subplots(len(sites), 1, figsize=(max(5.0, 0.3 * n_pos + 1.8), fig_h), squeeze=False,
+        fig_h = 1.2 + 0.22 * sum(heights) + 0.35 * len(sites)
+        fig, axes = plt.subplots(len(sites), 1, figsize=(max(5.0, 0.32 * n_pos + 1.8), fig_h), squeeze=False,
                                  gridspec_kw={"height_ratios": heights}, sharex=True)
-        fig.subplots_adjust(top=1 - 0.8 / fig_h, bottom=0.9 / fig_h, hspace=0.35 * 8 / fig_h)  # margins in inches
-        scored = m != "binary_mask"
-        lim = nodes.value.abs().max() if scored and len(nodes) else 1.0
+        fig.subplots_adjust(top=1 - 0.9 / fig_h, bottom=1.4 / fig_h, hspace=0.35 * 8 / fig_h)
+        scored = nodes.value.notna().any()
+        lim = float(nodes.value.abs().max()) if scored else 1.0
+        im = None
         for ax, site, lats, n_hidden in zip(axes[:, 0], sites, lat_lists, hidden):
             s = nodes[(nodes.site == site) & nodes.latent.isin(lats)]
-            n_site = int((nodes.site == site).sum())
             grid = np.full((max(1, len(lats)), n_pos), np.nan)
-            for _, r in s.iterrows():
+            for r in s.itertuples():
                 grid[lats.index(r.latent), int(r.pos)] = r.value if scored else 1.0
-            cmap = "RdBu_r" if scored else "Reds"
-            im = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-lim if scored else 0, vmax=lim, interpolation="nearest")
+            im = ax.imshow(grid, aspect="auto", cmap="RdBu_r" if scored else "Reds", vmin=-lim if scored else 0, vmax=lim,
+                           interpolation="nearest")
             ax.set_yticks(range(len(lats)), [str(v) for v in lats], fontsize=7)
             more = f", {n_hidden} latents not shown" if n_hidden else ""
-            ax.set_ylabel(f"{site.replace('.hook_resid_post', '')}\n({n_site} nodes{more})", fontsize=8)
+            ax.set_ylabel(f"{site.replace('.hook_resid_post', '').replace('.hook_resid_pre', ' (pre)')}\n"
+                          f"({int((nodes.site == site).sum())} nodes{more})", fontsize=8)
             ax.set_xticks(np.arange(-0.5, n_pos, 1), minor=True)
             ax.set_yticks(np.arange(-0.5, len(lats), 1), minor=True)
             ax.grid(which="minor", color="0.85", lw=0.5)
             ax.grid(which="major", visible=False)
             ax.tick_params(which="minor", length=0)
-        labels = tokens if tokens and len(tokens) == n_pos else [str(i) for i in range(n_pos)]
-        axes[-1, 0].set_xticks(range(n_pos), labels, rotation=90, fontsize=7)
-        axes[-1, 0].set_xlabel("position (first test prompt's tokens)")
-        if scored:
+        xl = labels if len(labels) == n_pos else [str(i) for i in range(n_pos)]
+        axes[-1, 0].set_xticks(range(n_pos), xl, rotation=90, fontsize=7)
+        axes[-1, 0].set_xlabel("position (token if the same in every test prompt; else its role: IO = clean answer, S = patch answer)")
+        if scored and im is not None:
             fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.03, label="score (drop in LD when ablated)")
-        f = f", F={faith.iloc[0]:.2f}" if len(faith) else ""
-        which = "smallest" if len(faith) and faith.iloc[0] >= 0.9 else "most faithful (none reached F ≥ 0.9):"
-        goal = " circuit with F ≥ 0.9" if which == "smallest" else " circuit"
-        fig.suptitle(f"{task}: {which} {style.label(m)}{goal} ({len(nodes)} nodes{f})\nlatents (y) at positions (x), one row per SAE", fontsize=9)
+        fig.suptitle(f"{task}: {style.label(m)}, studied circuit (chosen on train), seed {seed}: {int(row.size_nodes)} nodes, "
+                     f"F_train {row.F_train:.2f}, F_test {row.F_test:.2f}\nlatents (y) at positions (x), one row per SAE", fontsize=9)
         written += style.save(fig, out, f"case_study_{task}")
     return written

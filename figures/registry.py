@@ -17,9 +17,13 @@ log = logging.getLogger(__name__)
 
 FIGURES: dict[str, Callable[[pd.DataFrame, Path], list[Path]]] = {
     "faithfulness_vs_size": plots.faithfulness_vs_size,
+    "faithfulness_vs_latents": plots.faithfulness_vs_latents,
+    "verdict_matched_sizes": plots.verdict_forest,
+    "train_vs_test": plots.train_vs_test,
     "completeness_vs_size": plots.completeness_vs_size,
     "knockout_scatter": plots.knockout_scatter,
     "mask_nestedness": plots.mask_nestedness,
+    "mask_training": plots.mask_training,
     "cost": plots.cost,
     "case_study": plots.case_study,
 }

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-METHOD_ORDER = ("binary_mask", "attribution_patching", "integrated_gradients", "activation_patching")
+METHOD_ORDER = ("binary_mask", "attribution_patching", "integrated_gradients", "activation_patching",
+                "activation_magnitude", "random")
 COLORS = {
     "binary_mask": "#d62728",
     "attribution_patching": "#1f77b4",
     "integrated_gradients": "#2ca02c",
     "activation_patching": "#9467bd",
+    "activation_magnitude": "#8c564b",
+    "random": "#7f7f7f",
 }
-EXTRA_COLORS = ("#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+EXTRA_COLORS = ("#ff7f0e", "#e377c2", "#bcbd22", "#17becf", "#aec7e8", "#98df8a")
 LABELS = {
     "binary_mask": "binary mask (learned)",
     "attribution_patching": "attribution patching",
     "integrated_gradients": "integrated gradients",
-    "activation_patching": "activation patching (exact)",
+    "activation_patching": "activation patching (exact noising, capped prompts)",
+    "activation_magnitude": "activation magnitude (baseline)",
+    "random": "random ranking (baseline)",
 }
 
 

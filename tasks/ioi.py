@@ -15,16 +15,19 @@ import random
 from tasks.base import GeneratedTask, record
 from tasks.vocabulary import IOI_OBJECTS, IOI_PLACES, NAMES
 
+# Templates whose names align token for token (A at 2, B at 4, S at the same position), so a
+# position-wise circuit node means one role across prompts. Version 1 also had a "When {A} and
+# {B} got to the {P} ..." template with the names one position earlier, which mixed roles in a
+# third of the prompts. tests/test_tasks.py asserts the alignment on the embedded tokenizer.
 TEMPLATES: tuple[str, ...] = (
     "Then, {A} and {B} had a lot of fun at the {P}. {S} gave a {O} to",
     "Then, {A} and {B} had a long quiet talk at the {P}. {S} gave a {O} to",
-    "When {A} and {B} got to the {P} late that day after work, {S} gave a {O} to",
 )
 
 
 class IndirectObjectIdentification(GeneratedTask):
     name = "ioi"
-    version = "1"
+    version = "2"
     description = "indirect object identification; patch = same template, three fresh names"
 
     def group(self, rng: random.Random) -> list[dict[str, str]]:

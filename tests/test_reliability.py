@@ -89,7 +89,7 @@ def bad_inputs(tmp: Path, world: Path) -> list[tuple[str, list[str], int, str]]:
         ("other schema version", [*run, "--tasks", "sva", *w, "--out", str(old)], 2, "schema version 0"),
         ("figures without results", ["figures", "--results", str(tmp / "none")], 2, "no results table here"),
         ("undefined faithfulness", [*run, "--tasks", _jsonl(f / "same.jsonl", [{**r, "patch_prefix": r["clean_prefix"]} for r in _sva_records()]),
-                                    "--ablation", "counterfactual", *w, *out], 1, "faithfulness (norm) undefined"),
+                                    "--ablation", "counterfactual", *w, *out], 1, "faithfulness undefined on"),
         ("check unknown method", ["check", "atribution_patching"], 2, "Did you mean 'attribution_patching'"),
     ]
 
@@ -112,7 +112,8 @@ def test_bad_inputs_table(tmp_path, tiny_world_dir, capsys):
 
 def _table(out: Path) -> pd.DataFrame:
     df = pd.read_parquet(out / "results.parquet")
-    df = df[~df.metric.isin(COST)]
+    df = df[~df.metric.isin(COST)].copy()
+    df["per_prompt"] = df["per_prompt"].map(tuple)  # lists are unhashable: sortable as tuples
     return df.sort_values(list(df.columns)).reset_index(drop=True)
 
 

@@ -102,9 +102,9 @@ def train_model(cfg: ModelTrainConfig, tokenizer, progress: bool = False, device
     rng = random.Random(f"model:{cfg.seed}")
     t0 = time.perf_counter()
     ema = None
-    from bench.progress import progress_bar
+    from bench.progress import progress_iter
 
-    for step in progress_bar(range(cfg.steps), desc="train model", enabled=progress):
+    for step in progress_iter(range(cfg.steps), desc="train model", enabled=progress):
         tokens, valid, answer = encode_batch(
             tokenizer, [sample_text(rng) for _ in range(cfg.batch_size)], cfg.n_ctx
         )

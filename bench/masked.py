@@ -1,0 +1,80 @@
+"""The one masked-run path: run the spliced model with some latents kept and the rest replaced.
+
+Every consumer (the evaluator, ``MethodContext.masked_metric``, and through it the methods) runs
+"keep these latents, replace the others by the ablation value" through :func:`masked_logit_diff`,
+so the edit ``f' = r + m (f - r)`` and the shapes of masks and replacements are handled in one
+place:
+
+* a mask per site is ``[pos, d_sae]`` (shared by every prompt), ``[rows, pos, d_sae]`` (one per
+  batch row) or ``[d_sae]``; bool masks select exactly (a kept latent is bit-identical to its
+  clean value), float masks interpolate (differentiable);
+* the replacement per site is ``[pos, d_sae]`` (mean / zero) or ``[n, pos, d_sae]`` (one per
+  prompt, counterfactual); :class:`~bench.ablation.Replacement` hides which.
+
+``stack_circuits`` evaluates many circuits in one forward: prompts are tiled once per circuit and
+each tile gets its own mask, which is far cheaper on small models than one forward per circuit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from bench.ablation import Replacement
+from bench.data import TaskData, logit_diff
+from bench.spliced import SplicedModel, mask_edit
+
+
+def masked_logit_diff(
+    spliced: SplicedModel, data: TaskData, masks: Mapping[str, torch.Tensor] | None,
+    replacement: Replacement | None, start: int = 0,
+) -> torch.Tensor:
+    """Per-prompt logit difference ``[n]`` with ``masks`` applied (``None``: nothing edited).
+
+    ``data`` is a slice of the split ``replacement`` was made for, beginning at prompt ``start``
+    (only per-prompt replacements need the offset). Gradients flow to float masks.
+    """
+    if not masks:
+        return logit_diff(spliced.run(data.clean), data.clean_answer, data.patch_answer)
+    repl = replacement.rows(start, start + len(data))
+    edits = {s: mask_edit(m, repl[s]) for s, m in masks.items()}
+    return logit_diff(spliced.run(data.clean, edits), data.clean_answer, data.patch_answer)
+
+
+@torch.no_grad()
+def stacked_logit_diff(
+    spliced: SplicedModel, data: TaskData, circuits: Sequence[Mapping[str, torch.Tensor]],
+    replacement: Replacement, max_rows: int = 1024,
+) -> torch.Tensor:
+    """Per-prompt logit difference ``[n_circuits, n]`` for bool circuits ``[pos, d_sae]`` per site.
+
+    Rows are (circuit, prompt) pairs, at most ``max_rows`` per forward; every circuit must give a
+    mask for the same sites. The result equals one :func:`masked_logit_diff` per circuit exactly
+    (selection is by ``torch.where``; rows never interact in a transformer forward).
+    """
+    n = len(data)
+    out = torch.empty(len(circuits), n)
+    if not circuits:
+        return out
+    sites = list(circuits[0])
+    prompts_per = min(n, max(1, max_rows))
+    for p0 in range(0, n, prompts_per):
+        batch = data.subset(list(range(p0, min(n, p0 + prompts_per))))
+        b = len(batch)
+        repl = replacement.rows(p0, p0 + b)
+        per = max(1, max_rows // b)
+        for c0 in range(0, len(circuits), per):
+            chunk = circuits[c0 : c0 + per]
+            c = len(chunk)
+            edits = {}
+            for s in sites:
+                m = torch.stack([ci[s].to(torch.bool) for ci in chunk]).to(spliced.device)  # [c, pos, d]
+                m = m.repeat_interleave(b, dim=0)  # row j: circuit j // b, prompt j % b
+                r = repl[s]
+                r = r.repeat(c, 1, 1) if r.dim() == 3 else r
+                edits[s] = mask_edit(m, r)
+            logits = spliced.run(batch.clean.repeat(c, 1), edits)
+            ld = logit_diff(logits, batch.clean_answer.repeat(c), batch.patch_answer.repeat(c))
+            out[c0 : c0 + c, p0 : p0 + b] = ld.view(c, b).float().cpu()
+    return out

@@ -1,0 +1,164 @@
+"""The evaluator, sizes and the cell's steps, each against an independent reference.
+
+References: exact identities of the faithfulness definition (F(full) = 1, F(∅) = 0), hand-built
+masks (complement, knockout with p = 0 and p = 1), one-circuit-at-a-time runs for the stacked
+evaluation, and hand-made score tables for the cuts.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.ablation import candidates, make_replacement
+from bench.api import Circuit, CircuitSet, Scores
+from bench.evaluate import HEADLINE, Evaluator, SplitData
+from bench.masked import masked_logit_diff
+from bench.sizes import n_nodes, nearest_sizes, restrict, size_grid, sweep_ranking, top_k_circuit, union
+
+
+def _evaluator(toy) -> Evaluator:
+    sp = toy.spliced
+    repl_tr = make_replacement("mean", sp, toy.data, toy.data)
+    repl_te = make_replacement("mean", sp, toy.test, toy.data)
+    universe = union(candidates(sp.latents(toy.data.clean), repl_tr), candidates(sp.latents(toy.test.clean), repl_te))
+    return Evaluator(sp, {"train": SplitData(toy.data, repl_tr), "test": SplitData(toy.test, repl_te)}, universe, max_rows=7)
+
+
+def test_full_circuit_is_one_and_empty_is_zero_exactly(linear):
+    ev = _evaluator(linear)
+    empty = {s: torch.zeros_like(m) for s, m in ev.universe.items()}
+    lds = ev.lds([ev.universe, empty], "test").mean(1).tolist()
+    assert ev.faithfulness(lds[0], "test")[HEADLINE] == 1.0
+    assert ev.faithfulness(lds[1], "test")[HEADLINE] == 0.0
+    assert ev.baselines("test")["m_sae"] != ev.baselines("test")["m_empty"]
+
+
+@pytest.mark.parametrize("max_rows", [7, 64])
+def test_stacked_evaluation_equals_one_circuit_at_a_time(linear, max_rows):
+    """Many circuits per forward = separate runs (max_rows 7: prompts split across chunks, one
+    circuit each; 64: several circuits share a forward)."""
+    ev = _evaluator(linear)
+    ev.max_rows = max_rows
+    g = torch.Generator().manual_seed(1)
+    circuits = [{s: m & (torch.rand(m.shape, generator=g) < p) for s, m in ev.universe.items()} for p in (0.1, 0.5, 0.9)]
+    stacked = ev.lds(circuits, "test")
+    sd = ev.splits["test"]
+    for i, c in enumerate(circuits):
+        with torch.no_grad():
+            one = masked_logit_diff(linear.spliced, sd.data, c, sd.replacement)
+        assert torch.allclose(stacked[i], one.float(), atol=1e-5), i  # fp32 rounding of different batch shapes
+
+
+def test_complement_ablates_the_circuits_latents_at_every_position(linear):
+    ev = _evaluator(linear)
+    site = linear.site
+    u = ev.universe[site]
+    pos, lat = u.nonzero()[0].tolist()
+    mask = torch.zeros_like(u)
+    mask[pos, lat] = True
+    comp = ev.complement(Circuit({site: mask}))[site]
+    expected = u.clone()
+    expected[:, lat] = False  # the latent goes at every position, not just where the circuit had it
+    assert torch.equal(comp, expected)
+
+
+def test_knockout_limits_are_exact(linear):
+    ev = _evaluator(linear)
+    site = linear.site
+    c = top_k_circuit({site: torch.arange(ev.universe[site].numel(), dtype=torch.float).view_as(ev.universe[site])}, ev.universe, 5)
+    f_c = ev.faithfulness(float(ev.lds([c.masks], "test").mean()), "test")[HEADLINE]
+    f_comp = ev.faithfulness(float(ev.lds([ev.complement(c)], "test").mean()), "test")[HEADLINE]
+    none = ev.knockout(c, 2, seed=0, p=0.0)  # K empty: M \ K = M, C \ K = C
+    assert all(fm == pytest.approx(1.0, abs=1e-6) and fc == pytest.approx(f_c, abs=1e-6) for fm, fc in none)
+    every = ev.knockout(c, 2, seed=0, p=1.0)  # K = every latent of C: C \ K = ∅, M \ K = the complement
+    assert all(fc == pytest.approx(0.0, abs=1e-6) and fm == pytest.approx(f_comp, abs=1e-6) for fm, fc in every)
+
+
+def test_top_k_ties_nesting_and_universe():
+    site = "blocks.0.hook_resid_post"
+    universe = {site: torch.tensor([[False, False, False], [True, True, False], [True, True, True]])}
+    flat = torch.zeros(3, 3)
+    flat[0, 2] = 100.0  # outside the universe: never picked, however large
+    flat[2, 2] = -3.0  # |score| ranks, so a negative score counts
+    cuts = [top_k_circuit({site: flat}, universe, k).masks[site] for k in range(0, 7)]
+    assert [int(c.sum()) for c in cuts] == [0, 1, 2, 3, 4, 5, 5]  # k is capped at the universe
+    assert bool(cuts[1][2, 2])
+    # the rest are ties at 0: broken by flat index, so (1,0) then (1,1) then (2,0)
+    assert bool(cuts[2][1, 0]) and bool(cuts[3][1, 1]) and bool(cuts[4][2, 0])
+    for a, b in zip(cuts, cuts[1:]):
+        assert bool((a & ~b).sum() == 0)  # nested
+    assert not any(bool(c[0, 2]) for c in cuts)
+
+
+def test_restrict_drops_uncounted_nodes_and_changes_nothing_on_a_single_site_model(linear):
+    ev = _evaluator(linear)
+    site = linear.site
+    everything = torch.ones_like(ev.universe[site])
+    c = Circuit({site: everything})
+    r = restrict(c, ev.universe)
+    assert n_nodes(r.masks) == n_nodes(ev.universe) < everything.numel()
+    assert bool((r.masks[site] & ~ev.universe[site]).sum() == 0)
+    for split in ("train", "test"):  # nodes outside the universe equal their replacement on every prompt
+        a, b = ev.lds([c.masks, r.masks], split)
+        assert torch.equal(a, b), split
+
+
+def test_size_grid_is_shared_across_universe_sizes():
+    a, b = size_grid(1234), size_grid(987)
+    assert a[:-1] == [v for v in (1, 2, 3, 5, 7, 10, 20, 30, 50, 70, 100, 200, 300, 500, 700, 1000)]
+    assert a[-1] == 1234 and b[-1] == 987
+    assert set(b[:-1]) <= set(a)
+    assert nearest_sizes([10, 100], [8, 40, 90]) == {10: 8, 100: 90}
+
+
+def test_sweep_ranking_orders_by_survival():
+    site = "s"
+    big = Circuit({site: torch.tensor([[True, True, True]])})
+    small = Circuit({site: torch.tensor([[False, True, False]])})
+    mid = Circuit({site: torch.tensor([[False, True, True]])})
+    r = sweep_ranking([big, small, mid], [site])[site]
+    assert r[0, 1] > r[0, 2] > r[0, 0]
+
+
+def test_cell_evaluates_every_method_at_the_matched_sizes(tiny_world):
+    from bench.harness import RunConfig, run_cell, setup_task
+    from methods.attribution_patching import AttributionPatching
+    from tasks import SubjectVerbAgreement
+
+    cfg = RunConfig(tasks=("sva",), methods=("attribution_patching",), seeds=(0,), n_train=16, n_test=16, n_knockout=2)
+    setup = setup_task(SubjectVerbAgreement(), tiny_world, cfg, seed=0)
+    extra = [3, 17, 41]
+    rows = run_cell(setup, AttributionPatching(), cfg, extra)
+    sizes = {int(r["value"]) for r in rows if r["metric"] == "size_nodes"}
+    assert set(extra) <= sizes and set(size_grid(setup.n_universe)) <= sizes
+    # every circuit's kept nodes are counted: its site counts add up to its size, nothing outside the universe
+    by_circuit: dict[int, dict] = {}
+    for r in rows:
+        if r["metric"] in ("size_nodes", "site_nodes"):
+            by_circuit.setdefault(r["circuit"], {}).setdefault(r["metric"], []).append(r["value"])
+    for i, d in by_circuit.items():
+        assert sum(d["site_nodes"]) == d["size_nodes"][0], i
+    for r in rows:
+        if r["metric"] == "circuit_node":
+            assert bool(setup.universe[r["site"]][r["pos"], r["latent"]])
+    # the matched headline sizes come from the extra sizes, and train F is reported next to test F
+    matched = {r["k"] for r in rows if r["metric"] == "matched_size"}
+    assert matched <= set(extra)
+    assert {r["split"] for r in rows if r["metric"] == HEADLINE} == {"train", "test"}
+
+
+def test_circuits_method_is_also_cut_as_a_ranking(tiny_world):
+    from bench.harness import circuits_at_sizes, native_sizes
+
+    site_shapes = {s: (6, tiny_world.spliced.d_sae(s)) for s in tiny_world.spliced.sites}
+    universe = {s: torch.ones(shape, dtype=torch.bool) for s, shape in site_shapes.items()}
+    universe = {s: u.index_fill(0, torch.tensor([0]), False) for s, u in universe.items()}
+    g = torch.Generator().manual_seed(0)
+    cs = CircuitSet([Circuit({s: torch.rand(shape, generator=g) < p for s, shape in site_shapes.items()}) for p in (0.01, 0.1)])
+    out = circuits_at_sizes(cs, universe, [4, 9])
+    kinds = [k for _, k in out]
+    assert kinds == ["native", "native", "cut", "cut"]
+    assert [c.n_nodes() for c, _ in out[2:]] == [4, 9]
+    assert native_sizes(cs, universe) == sorted({c.n_nodes() for c, k in out if k == "native"})
+    assert native_sizes(Scores({}), universe) == []
