@@ -51,9 +51,9 @@ def _state_hash(spliced) -> str:
 
 
 def _ctx(toy_name: str = "planted", seed: int = 0):
-    from bench.toys import context_for, linear_toy, planted_toy
+    from bench.toys import context_for, linear_toy, multisite_toy, planted_toy
 
-    toy = planted_toy(seed) if toy_name == "planted" else linear_toy(seed)
+    toy = {"planted": planted_toy, "linear": linear_toy, "multisite": multisite_toy}[toy_name](seed)
     return toy, context_for(toy)
 
 
@@ -71,7 +71,7 @@ def check_config_round_trip(method: Method) -> None:
 
 
 def check_output_well_formed(method: Method) -> None:
-    _, ctx = _ctx()
+    _, ctx = _ctx("multisite")
     out = _fresh(method).discover(ctx)
     try:
         validate_output(out, ctx, method.name)
@@ -97,27 +97,46 @@ def check_model_unchanged(method: Method) -> None:
 
 
 def check_model_unchanged_after_exception(method: Method) -> None:
-    toy, ctx = _ctx()
+    """A failure injected inside the model's forward (the SAE substitution at the last site, half-way
+    through the method's passes) must surface as an exception and leave no hook and no changed
+    weight. Every path into the spliced model (full runs, runs from a site, captures) goes through
+    ``SplicedModel.substitute``; a first, clean run counts the passes so the failure lands mid-run."""
+    from bench.spliced import SplicedModel
+
+    toy, ctx = _ctx("multisite")
     before = _state_hash(toy.spliced)
-    real_run, calls = toy.spliced.run, {"n": 0}
+    real = SplicedModel.substitute
+    target = toy.spliced.sites[-1]
+    calls = {"n": 0, "at": 0, "raised": False}
 
-    def failing_run(tokens, edits=None, capture=None):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            def boom(f):
+    def counting(self, site, x, *args, **kwargs):
+        if site == target:
+            calls["n"] += 1
+            if calls["n"] == calls["at"]:
+                calls["raised"] = True
                 raise RuntimeError("injected failure")
+        return real(self, site, x, *args, **kwargs)
 
-            edits = {**(edits or {}), toy.site: boom}
-        return real_run(tokens, edits, capture)
-
-    toy.spliced.run = failing_run
+    _, ctx2 = _ctx("multisite")  # built before counting: its own setup runs the model too
+    SplicedModel.substitute = counting
+    surfaced = False
     try:
-        _fresh(method).discover(ctx)
-    except RuntimeError as exc:
-        if "injected failure" not in str(exc):
-            raise
+        _fresh(method).discover(ctx2)  # counting run
+        total, calls["n"], calls["at"] = calls["n"], 0, max(1, (calls["n"] + 1) // 2)
+        if total == 0:
+            raise ContractError("the method never ran the spliced model's last SAE site")
+        try:
+            _fresh(method).discover(ctx)
+        except RuntimeError as exc:
+            if "injected failure" not in str(exc):
+                raise
+            surfaced = True
     finally:
-        toy.spliced.run = real_run
+        SplicedModel.substitute = real
+    if not calls["raised"]:
+        raise ContractError(f"the failure was never injected: pass {calls['at']} of {total} at the last site never came")
+    if not surfaced:
+        raise ContractError("an exception raised inside the model's forward was swallowed by the method")
     if toy.spliced.hook_count():
         raise ContractError(f"{toy.spliced.hook_count()} hook(s) left after a run that raised")
     if _state_hash(toy.spliced) != before:
@@ -131,8 +150,8 @@ def _as_tensors(out) -> list[torch.Tensor]:
 
 
 def check_deterministic(method: Method) -> None:
-    _, ctx_a = _ctx()
-    _, ctx_b = _ctx()
+    _, ctx_a = _ctx("multisite")
+    _, ctx_b = _ctx("multisite")
     a, b = _as_tensors(_fresh(method).discover(ctx_a)), _as_tensors(_fresh(method).discover(ctx_b))
     if len(a) != len(b) or not all(torch.equal(x, y) for x, y in zip(a, b)):
         raise ContractError("two runs with the same seed gave different results")

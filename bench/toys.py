@@ -92,6 +92,18 @@ def planted_toy(seed: int = 0):
     return Toy(spliced, _data(clean_tok, patch_tok, 12, seed, a, b), _data(clean_tok, patch_tok, 12, seed + 1, a, b), site)
 
 
+def multisite_toy(seed: int = 0):
+    """Two SAEs (after layers 0 and 2 of a 3-layer model): multi-site bugs (an edit applied at the
+    wrong site, a downstream SAE skipped, a per-site shape mix-up) show up here and not on the
+    single-site toys."""
+    from bench.spliced import SplicedModel
+
+    model = _model(3, seed)
+    sites = ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"]
+    spliced = SplicedModel(model, {s: _sae(s, 24, seed + i) for i, s in enumerate(sites)}, "drop")
+    return Toy(spliced, _data(5, 6, 12, seed), _data(5, 6, 12, seed + 1), sites[-1])
+
+
 def context_for(toy: Toy, ablation: str = "mean"):
     """The MethodContext the harness would build for a toy."""
     from bench.ablation import candidates, make_replacement

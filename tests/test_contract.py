@@ -63,3 +63,38 @@ def test_config_round_trip_rejects_unknown_options():
     with pytest.raises(ValueError, match="unknown option"):
         BinaryMask.Config.from_dict({"steps": 3, "nope": 1})
     assert isinstance(BinaryMask.Config(), MethodConfig)
+
+
+class _SwallowsErrors(Method):
+    """A deliberately broken method: runs the model but hides any exception from it."""
+
+    name = "swallows"
+    version = "0"
+
+    def discover(self, ctx):
+        import torch
+
+        try:
+            ctx.spliced.run(ctx.train.clean)
+        except RuntimeError:
+            pass
+        return Scores({s: torch.ones(ctx.train.n_pos, ctx.spliced.d_sae(s)) for s in ctx.sites})
+
+
+class _NeverRunsModel(Method):
+    name = "no_model"
+    version = "0"
+
+    def discover(self, ctx):
+        import torch
+
+        return Scores({s: torch.ones(ctx.train.n_pos, ctx.spliced.d_sae(s)) for s in ctx.sites})
+
+
+def test_exception_check_asserts_the_failure_was_injected_and_surfaced():
+    check = CHECKS["check_model_unchanged_after_exception"]
+    with pytest.raises(ContractError, match="swallowed"):
+        check(_SwallowsErrors())
+    with pytest.raises(ContractError, match="never ran"):
+        check(_NeverRunsModel())
+    check(ActivationPatching())  # exact patching runs from a site (run_from): the injection reaches it too
