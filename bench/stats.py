@@ -9,6 +9,11 @@ interval of a difference is much tighter than the two intervals side by side.
 
 With one seed only prompts are resampled: the interval then says nothing about seed-to-seed
 variation, and the report says so.
+
+This two-level bootstrap is conservative: when seeds do not really differ it counts the prompt
+noise twice (at the seed level and inside each seed), so intervals over-cover (tests/test_stats.py
+measures about √2 wider than the exact interval of a pooled mean). A "beats" therefore errs on the
+side of "tied", never the other way.
 """
 
 from __future__ import annotations

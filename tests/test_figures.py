@@ -1,59 +1,50 @@
-"""Every figure renders from a small synthetic table, byte-identically twice."""
+"""Every figure and the report render from the rows of a real (tiny) run, byte-identically twice."""
 
 from __future__ import annotations
 
-import json
+import pandas as pd
+import pytest
 
-from bench.results import to_frame
-
-
-def synthetic_rows() -> list[dict]:
-    common = dict(schema_version=1, task_version="1", model="m", preset="p", sae_ids="a", error_policy="drop",
-                  ablation="mean", split="test", seed=0, n_train=8, n_test=8, size_unit="nodes")
-    rows = []
-    for task in ("t1", "t2"):
-        base = dict(common, task=task)
-        for m, v in (("m_model", 5.0), ("m_sae", 4.5), ("m_empty", 0.5), ("n_candidates", 100.0), ("n_positions", 4.0)):
-            rows.append(dict(base, method="(reference)", metric=m, value=v))
-        rows.append(dict(base, method="(reference)", metric="tokens", value=float("nan"), circuit_params=json.dumps(["<bos>", "a", "b", "c"])))
-        for method, sizes in (("binary_mask", (3, 8, 20)), ("attribution_patching", (1, 5, 25, 100)), ("my_plugin", (2, 10))):
-            for i, k in enumerate(sizes):
-                for metric, val in (("size_nodes", k), ("size_latents", k), ("faithfulness_norm", min(1.0, k / 20)),
-                                    ("completeness_norm", 1 - min(1.0, k / 20))):
-                    rows.append(dict(base, method=method, circuit=i, k=k, metric=metric, value=float(val)))
-            for metric, val in (("wall_seconds", 1.5), ("forward_prompts", 100.0), ("backward_prompts", 10.0), ("peak_memory_mb", 3.0)):
-                rows.append(dict(base, method=method, metric=metric, value=val))
-            for j in range(5):
-                rows.append(dict(base, method=method, circuit=1, sample=j, metric="knockout_model", value=0.1 * j))
-                rows.append(dict(base, method=method, circuit=1, sample=j, metric="knockout_circuit", value=0.1 * j + 0.05))
-            for pos, lat in ((1, 7), (3, 2)):
-                rows.append(dict(base, method=method, circuit=1, metric="circuit_node", site="blocks.1.hook_resid_post", pos=pos, latent=lat, value=0.5))
-        rows.append(dict(base, method="binary_mask", circuit=0, metric="nestedness", value=1.0))
-        rows.append(dict(base, method="binary_mask", circuit=1, metric="nestedness", value=0.9))
-    return rows
+from bench.cli import main
 
 
-def test_every_figure_renders_and_is_byte_stable(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(tiny_world_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    argv = ["run", "--methods", "binary_mask,attribution_patching,random", "--tasks", "sva,ioi", "--seeds", "0,1",
+            "--world", str(tiny_world_dir), "--out", str(out), "--quick", "--no-figures", "--no-progress",
+            "--n-train", "24", "--n-test", "24", "--option", "binary_mask.steps=12", "--option", "binary_mask.n_lambdas=3"]
+    assert main(argv) == 0
+    return out
+
+
+def test_every_figure_renders_and_is_byte_stable(tiny_run, tmp_path):
     from figures import FIGURES, render_all
 
-    df = to_frame(synthetic_rows())
+    df = pd.read_parquet(tiny_run / "results.parquet")
     a = render_all(df, tmp_path / "a")
     b = render_all(df, tmp_path / "b")
     names = {p.stem for p in a}
     for fig in FIGURES:
         assert any(n.startswith(fig) for n in names), f"figure {fig} was not drawn"
-    assert {"case_study_t1", "case_study_t2"} <= names
+    assert {"case_study_sva", "case_study_ioi"} <= names
     assert all(p.stat().st_size > 1000 for p in a)
     for pa, pb in zip(sorted(a), sorted(b)):
         assert pa.read_bytes() == pb.read_bytes(), pa.name
 
 
-def test_report_from_synthetic_rows(tmp_path):
+def test_report_has_the_verdict_with_intervals(tiny_run, tmp_path):
     from bench.report import summary, write_report
 
-    df = to_frame(synthetic_rows())
-    s = summary(df)
-    row = s[(s.task == "t1") & (s.method == "attribution_patching")].iloc[0]
-    assert row["nodes@F>=0.9"] == 25 and row["F@k<=10"] == 0.25
-    text = write_report(df, tmp_path, tmp_path / "figures").read_text()
-    assert "## Headline" in text and "the mask" in text
+    df = pd.read_parquet(tiny_run / "results.parquet")
+    t = summary(df, n_boot=200)
+    m = t["matched"]
+    assert set(m.method) == {"binary_mask", "attribution_patching", "random"}
+    assert (m.lo <= m.F).all() and (m.F <= m.hi).all() and (m.n_seeds == 2).all()
+    pw = t["pairwise"]
+    assert set(pw.vs) == {"attribution_patching", "random"} and set(pw.verdict) <= {"beats", "tied", "loses"}
+    assert not t["train_test"].empty and not t["area"].empty
+    text = write_report(df, tiny_run, tmp_path / "figs", n_boot=200).read_text()
+    for section in ("## Headline: F at matched sizes", "## Verdict", "## Train vs test", "## Area against random",
+                    "## Completeness at matched sizes", "## Knockout", "## Stability"):
+        assert section in text, section
