@@ -23,7 +23,7 @@ def world():
 
 @pytest.fixture(scope="session")
 def setups(world):
-    return {t: setup_task(load_task(t, CFG), world, CFG) for t in DEFAULT_TASKS}
+    return {t: setup_task(load_task(t), world, CFG, seed=0) for t in DEFAULT_TASKS}
 
 
 @pytest.mark.parametrize("task", DEFAULT_TASKS)

@@ -56,7 +56,7 @@ def test_example_plugin_listed_checked_run_and_drawn(plugin_site, tiny_world_dir
     assert run.returncode == 0, run.stderr[-3000:]
     df = pd.read_parquet(out / "results.parquet")
     rr = df[df.method == "random_ranking"]
-    assert (rr.status == "ok").all() and (rr.metric == "faithfulness_norm").sum() >= 5
+    assert (rr.status == "ok").all() and (rr.metric == "faithfulness_sae_norm").sum() >= 5
     assert json.loads(rr.params.iloc[0]) == {"salt": 0}
 
     # every figure draws a line (or bar, or points) for the plugin
@@ -140,7 +140,7 @@ def test_broken_plugins_are_isolated(tmp_path, tiny_world_dir):
         assert "NaN" in errors[(task, "returns_nan")]
         assert "shape (3, 3)" in errors[(task, "wrong_shape")]
         ok = df[(df.task == task) & (df.method == "attribution_patching")]
-        assert (ok.status == "ok").all() and (ok.metric == "faithfulness_norm").sum() >= 5
+        assert (ok.status == "ok").all() and (ok.metric == "faithfulness_sae_norm").sum() >= 5
     assert (out / "figures" / "faithfulness_vs_size.png").is_file() and "Failed cells" in (out / "report.md").read_text()
 
     off = bench(["run", "--methods", "broken_import", "--tasks", "sva", "--world", str(tiny_world_dir), "--out", str(out)],
