@@ -90,6 +90,8 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
         "Intervals are 95% bootstrap intervals over test prompts and seeds"
         + (" (one seed: over prompts only, saying nothing about seed-to-seed variation)" if len(seeds) == 1 else "")
         + ".", "",
+        *(["**No cell produced circuits: every cell failed. The reasons are under \"Failed cells\" below.**", ""]
+          if t["circuits"].empty else []),
         "## Headline: F at matched sizes", "",
         "Every method is evaluated at exactly the sizes the learned mask produced on the same task and seed (its own "
         "circuits, one per λ); each column is the mask circuit nearest the named size, `@k` gives the sizes (per seed "

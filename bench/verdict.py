@@ -276,7 +276,12 @@ def build(df: pd.DataFrame, n_boot: int = 2000) -> dict[str, pd.DataFrame]:
     """Every table of the report."""
     circ = tables.circuits(df)
     ref = tables.references(df)
-    views = [TaskView(circ, ref, t, n_boot) for t in sorted(circ.task.unique())] if len(circ) and len(ref) else []
+    empty = pd.DataFrame()
+    if circ.empty or ref.empty:  # e.g. every cell failed: only costs and errors to report
+        names = ("matched", "pairwise", "levels", "area", "train_test", "knockout", "stability", "nestedness", "sites")
+        return {**{n: empty for n in names}, "costs": tables.costs(df), "errors": tables.errors(df), "circuits": circ,
+                "references": ref}
+    views = [TaskView(circ, ref, t, n_boot) for t in sorted(circ.task.unique())]
     return {
         "matched": matched_table(views), "pairwise": pairwise(views), "levels": level_sizes(views),
         "area": area_vs_random(views), "train_test": train_test(views), "knockout": knockout_gaps(df, circ),
