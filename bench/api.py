@@ -24,7 +24,7 @@ import torch
 
 from bench.ablation import Replacement
 from bench.data import TaskData, logit_diff
-from bench.spliced import SplicedModel, mask_edit
+from bench.spliced import SplicedModel
 
 
 @dataclass
@@ -52,9 +52,9 @@ class MethodContext:
         ``data`` is a slice of the train split beginning at prompt ``start`` (for per-prompt
         replacements). Gradients flow to the masks.
         """
-        repl = self.replacement.rows(start, start + len(data))
-        edits = {s: mask_edit(m, repl[s]) for s, m in masks.items()}
-        return self.metric(self.spliced.run(data.clean, edits), data)
+        from bench.masked import masked_logit_diff
+
+        return masked_logit_diff(self.spliced, data, masks, self.replacement, start)
 
 
 @dataclass

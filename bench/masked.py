@@ -26,6 +26,19 @@ from bench.data import TaskData, logit_diff
 from bench.spliced import SplicedModel, mask_edit
 
 
+def run_masked(
+    spliced: SplicedModel, tokens: torch.Tensor, masks: Mapping[str, torch.Tensor],
+    replacement: Mapping[str, torch.Tensor],
+) -> torch.Tensor:
+    """Logits of the spliced model with ``f' = r + m (f - r)`` at every site in ``masks``.
+
+    The one place that turns masks into latent edits. ``replacement[site]`` is ``[pos, d_sae]``
+    or already aligned with the rows of ``tokens`` (``[rows, pos, d_sae]``).
+    """
+    edits = {s: mask_edit(m, replacement[s]) for s, m in masks.items()}
+    return spliced.run(tokens, edits)
+
+
 def masked_logit_diff(
     spliced: SplicedModel, data: TaskData, masks: Mapping[str, torch.Tensor] | None,
     replacement: Replacement | None, start: int = 0,
@@ -37,9 +50,8 @@ def masked_logit_diff(
     """
     if not masks:
         return logit_diff(spliced.run(data.clean), data.clean_answer, data.patch_answer)
-    repl = replacement.rows(start, start + len(data))
-    edits = {s: mask_edit(m, repl[s]) for s, m in masks.items()}
-    return logit_diff(spliced.run(data.clean, edits), data.clean_answer, data.patch_answer)
+    logits = run_masked(spliced, data.clean, masks, replacement.rows(start, start + len(data)))
+    return logit_diff(logits, data.clean_answer, data.patch_answer)
 
 
 @torch.no_grad()
@@ -67,14 +79,13 @@ def stacked_logit_diff(
         for c0 in range(0, len(circuits), per):
             chunk = circuits[c0 : c0 + per]
             c = len(chunk)
-            edits = {}
+            masks, rows_repl = {}, {}
             for s in sites:
                 m = torch.stack([ci[s].to(torch.bool) for ci in chunk]).to(spliced.device)  # [c, pos, d]
-                m = m.repeat_interleave(b, dim=0)  # row j: circuit j // b, prompt j % b
+                masks[s] = m.repeat_interleave(b, dim=0)  # row j: circuit j // b, prompt j % b
                 r = repl[s]
-                r = r.repeat(c, 1, 1) if r.dim() == 3 else r
-                edits[s] = mask_edit(m, r)
-            logits = spliced.run(batch.clean.repeat(c, 1), edits)
+                rows_repl[s] = r.repeat(c, 1, 1) if r.dim() == 3 else r
+            logits = run_masked(spliced, batch.clean.repeat(c, 1), masks, rows_repl)
             ld = logit_diff(logits, batch.clean_answer.repeat(c), batch.patch_answer.repeat(c))
             out[c0 : c0 + c, p0 : p0 + b] = ld.view(c, b).float().cpu()
     return out

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.data import logit_diff
-from bench.spliced import mask_edit
+from bench.masked import run_masked
 from bench.api import Method, MethodConfig, MethodContext, Scores
 
 PATHS = ("per_sae", "joint")
@@ -71,11 +71,8 @@ class IntegratedGradients(Method):
                 def forward(*args: torch.Tensor, group=group, shared=shared) -> torch.Tensor:
                     k = len(group)
                     masks, clean, ca, pa, reps = args[:k], args[k], args[k + 1], args[k + 2], args[k + 3 :]
-                    edits = {
-                        s: mask_edit(m, shared[s] if s in shared else r)
-                        for s, m, r in zip(group, masks, reps)
-                    }
-                    return logit_diff(ctx.spliced.run(clean, edits), ca, pa)
+                    repl_rows = {s: shared[s] if s in shared else r for s, r in zip(group, reps)}
+                    return logit_diff(run_masked(ctx.spliced, clean, dict(zip(group, masks)), repl_rows), ca, pa)
 
                 inputs = tuple(
                     torch.ones(b, ctx.train.n_pos, ctx.spliced.d_sae(s), device=ctx.spliced.device) for s in group
