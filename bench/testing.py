@@ -178,7 +178,9 @@ def check_planted_latent(method: Method) -> None:
 
 
 def check_exact_on_linear_toy(method: Method) -> None:
-    from methods.activation_patching import ActivationPatching
+    from bench import registry
+
+    ActivationPatching = registry.load("method", "activation_patching")  # noqa: N806 - the exact reference
 
     if not getattr(method, "gradient_based", False):
         return  # only gradient methods promise exactness on an affine metric
