@@ -315,8 +315,9 @@ def plan_sizes(n_universe: int, per_decade: int, extra_sizes: list[int],
                targets: tuple[int, ...]) -> tuple[list[int], list[int], dict[int, int]]:
     """(sizes every method is cut at, the shared grid, {headline target: matched size}) for one task and seed."""
     grid = size_grid(n_universe, per_decade)
-    sizes = sorted(set(grid) | {k for k in extra_sizes if 0 < k <= n_universe})
-    headline = nearest_sizes(targets, extra_sizes if extra_sizes else grid)
+    extra = sorted({k for k in extra_sizes if 0 < k <= n_universe})
+    sizes = sorted(set(grid) | set(extra))
+    headline = nearest_sizes(targets, extra if extra else grid)
     return sizes, grid, headline
 
 

@@ -162,3 +162,40 @@ def test_circuits_method_is_also_cut_as_a_ranking(tiny_world):
     assert [c.n_nodes() for c, _ in out[2:]] == [4, 9]
     assert native_sizes(cs, universe) == sorted({c.n_nodes() for c, k in out if k == "native"})
     assert native_sizes(Scores({}), universe) == []
+
+
+def test_nestedness_node_and_latent_levels_by_hand():
+    from bench.harness import nestedness
+
+    s = "s"
+    a = Circuit({s: torch.tensor([[True, False, False, False], [False, True, False, False]])})  # latents {0, 1}
+    b = Circuit({s: torch.tensor([[True, False, True, False], [False, False, False, False]])})  # latents {0, 2}
+    c = Circuit({s: torch.tensor([[True, True, True, True], [False, False, False, False]])})  # latents {0..3}
+    rows = {(r["circuit"], r["metric"]): r["value"] for r in nestedness([c, a, b])}
+    # sizes: a 2, b 2, c 4 -> order a, b, c (stable); a vs next (b): 1 of 2 nodes; latents of a in b: 1/2, in c: 2/2
+    assert rows[(1, "nestedness_node_next")] == 0.5
+    assert rows[(1, "nestedness_latent_min")] == 0.5 and rows[(1, "nestedness_latent_mean")] == 0.75
+    assert rows[(2, "nestedness_node_next")] == 1.0 and rows[(2, "nestedness_latent_min")] == 1.0
+    assert (0, "nestedness_node_next") not in rows  # the largest circuit has nothing to be nested in
+
+
+def test_studied_circuit_is_chosen_on_train_not_test():
+    from bench.harness import Evaluated, studied_index
+
+    def ev(size, f_train, f_test):
+        forms = {"train": {HEADLINE: f_train}, "test": {HEADLINE: f_test}}
+        return Evaluated(Circuit({}), "cut", size, size, torch.zeros(1), torch.zeros(1), 0.0, forms)
+
+    evals = [ev(5, 0.5, 0.99), ev(10, 0.95, 0.6), ev(20, 0.97, 0.97)]
+    assert studied_index(evals) == 1  # smallest with F_train >= 0.9, although its test F is the worst
+    assert studied_index([ev(5, 0.3, 0.99), ev(9, 0.6, 0.1)]) == 1  # none reaches 0.9: most faithful on train
+
+
+def test_plan_sizes_matches_targets_to_the_masks_sizes():
+    from bench.harness import plan_sizes
+
+    sizes, grid, headline = plan_sizes(500, 5, [4, 33, 120, 900], (10, 30, 100, 300))
+    assert 900 not in sizes and {4, 33, 120} <= set(sizes) and set(grid) <= set(sizes)
+    assert headline == {10: 4, 30: 33, 100: 120, 300: 120}  # nearest in log size among the mask's own sizes ≤ N
+    _, _, alone = plan_sizes(500, 5, [], (10, 300))
+    assert alone == {10: 10, 300: 300}  # no circuits-method: the grid
