@@ -1,9 +1,10 @@
 """Tokenized task data and the one task metric.
 
-``TaskData`` holds a task's prompts as token tensors for one model. Building it validates what
-needs a tokenizer: each answer must be one token, clean and patch prompts must have the same
-length, and every prompt of a task must share one length (so position-wise masks apply to all).
-Splitting is by prompt pair, so a pair stored in both directions never straddles train and test.
+``TaskData`` holds a task's prompts as token tensors for one model. Building it keeps the records
+that fit the model's tokenizer: each answer one token, clean and patch prompts of the same length,
+and every prompt of a task of one length (so position-wise masks apply to all). Records that do
+not fit are dropped with one counted warning (a real subword tokenizer, e.g. Gemma's, splits the
+list index ``10`` into two tokens); only too few usable records is an error. Splitting is by prompt pair, so a pair stored in both directions never straddles train and test.
 """
 
 from __future__ import annotations
@@ -62,51 +63,87 @@ def logit_diff(logits: torch.Tensor, clean_answer: torch.Tensor, patch_answer: t
     return last[idx, clean_answer.to(last.device)] - last[idx, patch_answer.to(last.device)]
 
 
-def _single_token(tokenizer, text: str, where: str, field: str) -> int:
+MIN_RECORDS = 2
+
+# Why a record is dropped, in the order the checks run; each is counted in one warning.
+_LENGTHS = "with clean/patch lengths differing"
+_MULTI = "with a multi-token answer"
+_UNKNOWN = "with an answer not in the vocabulary"
+_SAME = "with answers that are the same token"
+_TASK_LEN = "whose length is not the task's {} tokens"
+
+
+def _answer_problem(tokenizer, text: str, field: str) -> tuple[str, str] | None:
+    """``(reason, detail)`` when ``text`` is not one known token, else ``None``."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
         pieces = tokenizer.convert_ids_to_tokens(ids)
-        raise TaskFileError(
-            f"{where}: {field} {text!r} is {len(ids)} tokens {pieces}; answers must be exactly one token"
-        )
+        return _MULTI, f"{field} {text!r} is {len(ids)} tokens {pieces}; answers must be exactly one token"
     if tokenizer.unk_token_id is not None and ids[0] == tokenizer.unk_token_id:
-        raise TaskFileError(f"{where}: {field} {text!r} is not in the model's vocabulary (tokenizes to {tokenizer.unk_token!r})")
-    return ids[0]
+        return _UNKNOWN, f"{field} {text!r} is not in the model's vocabulary (tokenizes to {tokenizer.unk_token!r})"
+    return None
 
 
 def tokenize_records(records: list[dict[str, str]], tokenizer, name: str, version: str, source: str) -> TaskData:
-    """Validate and tokenize records; ``source`` names the file or task in error messages.
+    """Tokenize records, dropping those that do not fit the tokenizer; ``source`` names the file or task.
 
-    Records whose (equal) clean/patch length differs from the task's most common length are
-    dropped with a warning, as the seed does; an answer that is not one token or a record whose
-    clean and patch lengths differ is an error.
+    A record is dropped (and counted, by reason, in one warning) when its clean and patch prompts
+    tokenize to different lengths, an answer is not exactly one known token, its two (different)
+    answers tokenize to the same token, or its length is not the task's most common length. A
+    record whose clean and patch answers are the same string is malformed: an error. Fewer than
+    ``MIN_RECORDS`` usable records is an error naming ``source``, the reasons and an example.
     """
     if not records:
         raise TaskFileError(f"{source}: no records")
     rows = []
+    dropped: dict[str, list[str]] = {}  # reason -> details ("record i: ...") of the dropped records
+
+    def drop(reason: str, i: int, detail: str) -> None:
+        dropped.setdefault(reason, []).append(f"record {i}: {detail}")
+
     for i, r in enumerate(records):
-        where = f"{source}: record {i}"
+        if r["clean_answer"] == r["patch_answer"]:
+            raise TaskFileError(
+                f"{source}: record {i}: clean_answer and patch_answer are the same token {r['clean_answer']!r}"
+            )
         c = tokenizer(r["clean_prefix"])["input_ids"]
         p = tokenizer(r["patch_prefix"])["input_ids"]
         if len(c) != len(p):
-            raise TaskFileError(
-                f"{where}: clean_prefix is {len(c)} tokens but patch_prefix is {len(p)}; they must be equal"
-            )
-        a = _single_token(tokenizer, r["clean_answer"], where, "clean_answer")
-        b = _single_token(tokenizer, r["patch_answer"], where, "patch_answer")
+            drop(_LENGTHS, i, f"clean_prefix is {len(c)} tokens but patch_prefix is {len(p)}; they must be equal")
+            continue
+        problem = _answer_problem(tokenizer, r["clean_answer"], "clean_answer") or \
+            _answer_problem(tokenizer, r["patch_answer"], "patch_answer")
+        if problem is not None:
+            drop(problem[0], i, problem[1])
+            continue
+        a = tokenizer(r["clean_answer"], add_special_tokens=False)["input_ids"][0]
+        b = tokenizer(r["patch_answer"], add_special_tokens=False)["input_ids"][0]
         if a == b:
-            raise TaskFileError(f"{where}: clean_answer and patch_answer are the same token {r['clean_answer']!r}")
-        rows.append((c, p, a, b, r["case"]))
-    length, _ = Counter(len(c) for c, *_ in rows).most_common(1)[0]
-    kept = [row for row in rows if len(row[0]) == length]
-    if len(kept) < len(rows):
-        log.warning("%s: dropped %d of %d records whose length is not the task's %d tokens",
-                    source, len(rows) - len(kept), len(rows), length)
+            drop(_SAME, i, f"clean_answer {r['clean_answer']!r} and patch_answer {r['patch_answer']!r} are the same token")
+            continue
+        rows.append((i, c, p, a, b, r["case"]))
+    kept = rows
+    if rows:
+        length, _ = Counter(len(row[1]) for row in rows).most_common(1)[0]
+        kept = [row for row in rows if len(row[1]) == length]
+        for row in rows:
+            if len(row[1]) != length:
+                drop(_TASK_LEN.format(length), row[0], f"{len(row[1])} tokens")
+    summary = ", ".join(f"{len(v)} {reason}" for reason, v in dropped.items())
+    n_dropped = sum(len(v) for v in dropped.values())
+    if len(kept) < MIN_RECORDS:
+        examples = "; ".join(f"{source}: {v[0]}" for v in dropped.values())
+        raise TaskFileError(
+            f"{source}: only {len(kept)} of {len(records)} records fit the tokenizer (at least {MIN_RECORDS} needed); "
+            f"dropped {summary}; first of each: {examples}"
+        )
+    if n_dropped:
+        log.warning("%s: dropped %d of %d records: %s", source, n_dropped, len(records), summary)
     return TaskData(
         name, version,
-        torch.tensor([k[0] for k in kept]), torch.tensor([k[1] for k in kept]),
-        torch.tensor([k[2] for k in kept]), torch.tensor([k[3] for k in kept]),
-        [k[4] for k in kept],
+        torch.tensor([k[1] for k in kept]), torch.tensor([k[2] for k in kept]),
+        torch.tensor([k[3] for k in kept]), torch.tensor([k[4] for k in kept]),
+        [k[5] for k in kept],
     )
 
 

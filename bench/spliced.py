@@ -3,7 +3,8 @@
 This is the only module that touches TransformerLens hooks and SAELens internals; methods and the
 evaluator speak in latents ``[batch, pos, d_sae]`` per site and never see a hook.
 
-At each site ``blocks.L.hook_resid_post`` (in layer order) the residual ``x`` is replaced by
+At each site ``blocks.L.hook_resid_pre`` or ``blocks.L.hook_resid_post`` (in forward order) the
+residual ``x`` is replaced by
 ``decode(edit(encode(x))) + error``, so each downstream SAE encodes the already-substituted
 residual, as in the paper. The error term follows the policy:
 
@@ -19,11 +20,17 @@ themselves are SAELens ``SAE`` objects used through ``encode``/``decode``.
 
 Hooks are installed by ``HookedTransformer.hooks`` inside a context manager and removed in its
 ``finally``, so a run that raises leaves no hook behind.
+
+Every metric reads the last position's logits only, so ``run``/``run_from``/``run_plain`` run the
+blocks to the end and apply TransformerLens's head (``ln_final``, ``unembed``, output soft-cap) to
+the last position only: they return ``[batch, 1, d_vocab]`` (``logits[:, -1]`` still works). At a
+256k vocabulary the full ``[batch, pos, d_vocab]`` logits would be the dominant memory.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -37,18 +44,26 @@ Edit = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass
 class PassCounter:
-    """Counts model forward/backward passes (calls and prompts) for the cost metrics."""
+    """Counts model forward/backward passes for the cost metrics.
+
+    ``*_calls`` counts calls and ``*_prompts`` prompt-passes, whatever part of the model they run.
+    ``*_model_fraction`` counts prompt-passes weighted by the fraction of the transformer blocks
+    they run: a full run adds ``n`` for ``n`` prompts, a ``run_from`` that starts at block ``S`` of
+    ``n_layers`` adds ``n * (n_layers - S) / n_layers`` (embedding and unembedding not weighed).
+    """
 
     forward_calls: int = 0
     forward_prompts: int = 0
     backward_calls: int = 0
     backward_prompts: int = 0
+    forward_model_fraction: float = 0.0
+    backward_model_fraction: float = 0.0
 
-    def snapshot(self) -> dict[str, int]:
+    def snapshot(self) -> dict[str, float]:
         return dict(self.__dict__)
 
-    def since(self, before: Mapping[str, int]) -> dict[str, int]:
-        return {k: v - before[k] for k, v in self.__dict__.items()}
+    def since(self, before: Mapping[str, float]) -> dict[str, float]:
+        return {k: v - before.get(k, 0) for k, v in self.__dict__.items()}
 
 
 def mask_edit(mask: torch.Tensor, replacement: torch.Tensor) -> Edit:
@@ -74,7 +89,7 @@ def mask_edit(mask: torch.Tensor, replacement: torch.Tensor) -> Edit:
 class SplicedModel:
     """A frozen HookedTransformer plus SAEs at residual hooks, with an error-term policy.
 
-    ``saes`` maps hook name -> SAELens ``SAE``; its order is the layer order.
+    ``saes`` maps hook name -> SAELens ``SAE``; it is kept in forward order (``_site_key``).
     """
 
     model: object
@@ -100,7 +115,7 @@ class SplicedModel:
                 raise BenchError(
                     f"SAE at {hook!r} has d_in={sae.cfg.d_in} but the model's residual width is {d_model}"
                 )
-        self.saes = dict(sorted(self.saes.items(), key=lambda kv: _layer_of(kv[0])))
+        self.saes = dict(sorted(self.saes.items(), key=lambda kv: _site_key(kv[0])))
         for module in [self.model, *self.saes.values()]:
             module.eval()
             for p in module.parameters():
@@ -173,18 +188,28 @@ class SplicedModel:
         return out
 
     def run_from(self, site: str, x: torch.Tensor, edits: Mapping[str, Edit] | None = None) -> torch.Tensor:
-        """Logits when the residual entering ``site``'s SAE is ``x``: skips the layers before it.
+        """Last-position logits ``[batch, 1, d_vocab]`` when the residual entering ``site``'s SAE is ``x``.
 
-        Used by exact patching, where only the site's latents change and re-running the layers
-        below would recompute the same residual.
+        The layers before the site are skipped: the remainder starts at block ``L`` for
+        ``blocks.L.hook_resid_pre`` and at block ``L + 1`` for ``blocks.L.hook_resid_post``; the
+        SAEs spliced downstream are those strictly after ``site`` in forward order. ``edits`` may
+        hold ``site`` and downstream sites. Used by exact patching, where only the site's latents
+        change and re-running the layers below would recompute the same residual.
         """
         edits = dict(edits or {})
-        layer = _layer_of(site)
-        out = self.substitute(site, x.to(self.device), edits.get(site))
-        downstream = {s: e for s, e in edits.items() if _layer_of(s) > layer}
-        with self._subset(lambda s: _layer_of(s) > layer).spliced(downstream):
-            logits = self.model(out, start_at_layer=layer + 1)
-        self._count(logits, len(x))
+        if site not in self.saes:
+            raise KeyError(f"run_from: {site!r} is not a site of this model")
+        start = start_block(site)
+        key = _site_key(site)
+        upstream = sorted(s for s in edits if s in self.saes and _site_key(s) < key)
+        if upstream:
+            raise ValueError(f"run_from({site!r}): edits for upstream sites {upstream} cannot apply")
+        out = self.substitute(site, x.to(self.device), edits.pop(site, None))
+        after = self._subset(lambda s: _site_key(s) > key)
+        with after.spliced(edits):
+            resid = self.model(out, start_at_layer=start, stop_at_layer=self.model.cfg.n_layers)
+        logits = self._head(resid)
+        self._count(logits, len(x), (self.model.cfg.n_layers - start) / self.model.cfg.n_layers)
         return logits
 
     @torch.no_grad()
@@ -197,25 +222,45 @@ class SplicedModel:
             return x
 
         # TL runs hooks on one point in the order they were added: grab first, then substitute.
+        # Blocks only (no unembedding): nothing after the last block is needed.
         with self.model.hooks(fwd_hooks=[(s, grab) for s in self.saes]), self.spliced():
-            self.model(tokens.to(self.device))
+            self.model(tokens.to(self.device), stop_at_layer=self.model.cfg.n_layers)
         return store
 
     def run(
         self, tokens: torch.Tensor, edits: Mapping[str, Edit] | None = None,
         capture: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Logits ``[batch, pos, d_vocab]`` of the spliced model with optional latent edits."""
+        """Last-position logits ``[batch, 1, d_vocab]`` of the spliced model with optional latent edits."""
         tokens = tokens.to(self.device)
         with self.spliced(edits, capture):
-            logits = self.model(tokens)
+            resid = self.model(tokens, stop_at_layer=self.model.cfg.n_layers)
+        logits = self._head(resid)
         self._count(logits, len(tokens))
         return logits
 
     def run_plain(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits of the model without any SAE (the 'full model' M)."""
-        logits = self.model(tokens.to(self.device))
+        """Last-position logits ``[batch, 1, d_vocab]`` of the model without any SAE (the 'full model' M)."""
+        resid = self.model(tokens.to(self.device), stop_at_layer=self.model.cfg.n_layers)
+        logits = self._head(resid)
         self._count(logits, len(tokens))
+        return logits
+
+    def _head(self, resid: torch.Tensor) -> torch.Tensor:
+        """``HookedTransformer.forward`` after the blocks (TL 3.9), on the last position only.
+
+        TL applies ``ln_final`` when ``normalization_type`` is set, then ``unembed``, then the
+        output soft-cap ``cap * tanh(logits / cap)`` when ``output_logits_soft_cap > 0``. All three
+        act on each position separately, so slicing the last position first changes nothing.
+        """
+        model = self.model
+        resid = resid[:, -1:]
+        if model.cfg.normalization_type is not None:
+            resid = model.ln_final(resid)
+        logits = model.unembed(resid)
+        cap = model.cfg.output_logits_soft_cap
+        if cap is not None and cap > 0:
+            logits = cap * torch.tanh(logits / cap)
         return logits
 
     @torch.no_grad()
@@ -246,9 +291,9 @@ class SplicedModel:
                 return x
 
             # Only the upstream sites are spliced while reading this site's input.
-            upstream = self._subset(lambda s, site=site: _layer_of(s) < _layer_of(site), policy="mean", means=means)
+            upstream = self._subset(lambda s, site=site: _site_key(s) < _site_key(site), policy="mean", means=means)
             with upstream.spliced(error_means=means), self.model.hooks(fwd_hooks=[(site, grab)]):
-                self.model(tokens)
+                self.model(tokens, stop_at_layer=self.model.cfg.n_layers)
             means[site] = store["err"]
         self.error_means = means
 
@@ -258,13 +303,16 @@ class SplicedModel:
         return SplicedModel(self.model, {s: a for s, a in self.saes.items() if keep(s)}, policy or self.error_policy,
                             self.bos_passthrough, dict(self.error_means if means is None else means), self.counter)
 
-    def _count(self, logits: torch.Tensor, n: int) -> None:
+    def _count(self, logits: torch.Tensor, n: int, fraction: float = 1.0) -> None:
+        """Count a forward of ``n`` prompts through ``fraction`` of the blocks (and its backward)."""
         self.counter.forward_calls += 1
         self.counter.forward_prompts += n
+        self.counter.forward_model_fraction += n * fraction
         if logits.requires_grad:
             def on_backward(grad: torch.Tensor) -> torch.Tensor:
                 self.counter.backward_calls += 1
                 self.counter.backward_prompts += n
+                self.counter.backward_model_fraction += n * fraction
                 return grad
 
             logits.register_hook(on_backward)
@@ -274,9 +322,34 @@ class SplicedModel:
         return sum(len(hp._forward_hooks) + len(hp._backward_hooks) for hp in self.model.hook_dict.values())
 
 
-def _layer_of(hook: str) -> int:
+_RESID = re.compile(r"blocks\.(\d+)\.hook_resid_(pre|post)")
+
+
+def start_block(site: str) -> int:
+    """The block a forward pass resumes at after ``site``: ``L`` for resid_pre, ``L + 1`` for resid_post."""
+    from bench.errors import InputError
+
+    m = _RESID.fullmatch(site)
+    if m is None:
+        raise InputError(
+            f"cannot run the model from hook {site!r}: only blocks.L.hook_resid_pre and blocks.L.hook_resid_post sites are supported"
+        )
+    return int(m[1]) + (m[2] == "post")
+
+
+def _site_key(hook: str) -> tuple[int, int]:
+    """Forward-order sort key: ``(L, 0)`` for resid_pre, ``(L, 2)`` for resid_post of block ``L``.
+
+    ``blocks.L+1.hook_resid_pre`` and ``blocks.L.hook_resid_post`` hold the same residual; the
+    latter fires first. Other hooks inside block ``L`` sort between its pre and post, embedding
+    hooks (``hook_embed`` ...) before every block and anything else (``ln_final``) after them.
+    """
+    m = _RESID.fullmatch(hook)
+    if m is not None:
+        return int(m[1]), 0 if m[2] == "pre" else 2
     parts = hook.split(".")
-    try:
-        return int(parts[1]) if parts[0] == "blocks" else -1
-    except (IndexError, ValueError):
-        return -1
+    if parts[0] == "blocks" and len(parts) > 1 and parts[1].isdigit():
+        return int(parts[1]), 1
+    if parts[0].startswith("hook_"):
+        return -1, 0
+    return 1 << 30, 0

@@ -3,7 +3,9 @@
 Gemma-2 (the paper's model): RMSNorm before and after each sublayer, attention and logit soft-caps,
 grouped-query attention, alternating local/global attention, JumpReLU SAEs at resid_post (Gemma
 Scope). GPT-2: LayerNorm, learned positions, SAEs at resid_pre (the gpt2-small preset).
-The spliced model must equal the plain model under the `keep` policy, and the methods must run.
+The spliced model must equal the plain model under the `keep` policy, ``run_from`` must equal a full
+run at resid_pre and resid_post sites, the logits must be TL's last position, and every built-in
+method must run.
 """
 
 from __future__ import annotations
@@ -56,32 +58,155 @@ def _saes(hooks, kind):
     return out
 
 
+# Settings that keep the slow methods to a few steps; the others run with their quick overrides.
+FAST = {"integrated_gradients": {"n_steps": 3}, "binary_mask": {"lambdas": (0.01,), "steps": 5}}
+
+
+def _toy_data(n=8, pos=12):
+    g = torch.Generator().manual_seed(0)
+    toks = torch.randint(1, 50, (n, pos), generator=g)
+    toks[:, 0] = 0
+    patch = toks.clone()
+    patch[:, 5] = (patch[:, 5] + 7) % 50
+    patch[:, -1] = (patch[:, -1] + 3) % 50
+    return TaskData("toy", "1", toks, patch, torch.full((n,), 3), torch.full((n,), 4), ["x"] * n, "train")
+
+
+def _context(sp, data, ablation="mean"):
+    from bench.ablation import candidates, make_replacement
+    from bench.api import MethodContext
+
+    repl = make_replacement(ablation, sp, data, data)
+    return MethodContext(sp, data, repl, candidates(sp.latents(data.clean), repl))
+
+
 @pytest.mark.parametrize("build", [_gemma2_like, _gpt2_like], ids=["gemma-2", "gpt2"])
 def test_preset_architectures_splice_and_run_methods(build):
-    from bench.ablation import candidates, make_replacement
-    from methods.attribution_patching import AttributionPatching
-    from bench.api import MethodContext
-    from methods.binary_mask import BinaryMask
-    from methods.integrated_gradients import IntegratedGradients
+    from bench import registry
 
     model, hooks, kind = build()
     sp = SplicedModel(model, _saes(hooks, kind), "keep")
-    g = torch.Generator().manual_seed(0)
-    toks = torch.randint(1, 50, (8, 12), generator=g)
-    toks[:, 0] = 0
+    data = _toy_data()
     # keep policy: the spliced model is the plain model up to fp32 rounding
-    assert torch.allclose(sp.run(toks), sp.run_plain(toks), atol=1e-4)
-    patch = toks.clone()
-    patch[:, 5] = (patch[:, 5] + 7) % 50
-    data = TaskData("toy", "1", toks, patch, torch.full((8,), 3), torch.full((8,), 4), ["x"] * 8, "train")
-    drop = sp.with_policy("drop")
-    repl = make_replacement("mean", drop, data, data)
-    ctx = MethodContext(drop, data, repl, candidates(drop.latents(data.clean), repl))
-    for method in (AttributionPatching(), IntegratedGradients(n_steps=3), BinaryMask(lambdas=(0.01,), steps=5)):
+    assert torch.allclose(sp.run(data.clean), sp.run_plain(data.clean), atol=1e-4)
+    ctx = _context(sp.with_policy("drop"), data)
+    names = list(registry.BUILTINS["method"])
+    assert "activation_patching" in names
+    for name in names:
+        cls = registry.load("method", name)
+        method = cls(**FAST.get(name, cls.quick_overrides))
         out = method.discover(ctx)
         values = out.values.values() if hasattr(out, "values") else [m.float() for m in out.circuits[0].masks.values()]
-        assert all(torch.isfinite(v).all() for v in values)
+        assert all(torch.isfinite(v).all() for v in values), name
     assert sp.hook_count() == 0
+
+
+def _edit_scale(f):
+    return 0.5 * f + 0.3
+
+
+def _edit_flip(f):
+    return f.flip(-1)
+
+
+# Tolerance: run_from and run do the same fp32 operations on the same inputs (on CPU they agree
+# bit for bit); 1e-5 allows for kernels that block a batch differently. Starting one block off,
+# or dropping a downstream SAE or edit, moves logits by O(0.1-1) here (the edit effect is checked).
+@pytest.mark.parametrize("policy", ["drop", "keep"])
+@pytest.mark.parametrize("build", [_gemma2_like, _gpt2_like], ids=["gemma-2", "gpt2"])
+def test_run_from_equals_full_run_with_edits(build, policy):
+    model, hooks, kind = build()
+    sp = SplicedModel(model, _saes(hooks, kind), policy)
+    toks = _toy_data().clean
+    inputs = sp.site_inputs(toks)
+    plain = sp.run(toks)
+    for i, site in enumerate(sp.sites):
+        for edits in ({}, {site: _edit_scale}, {site: _edit_scale, **{s: _edit_flip for s in sp.sites[i + 1 : i + 2]}}):
+            full = sp.run(toks, edits)
+            if edits:
+                assert (full - plain).abs().max() > 1e-2  # the edit is not a no-op
+            assert torch.allclose(sp.run_from(site, inputs[site], edits), full, atol=1e-5), (site, list(edits))
+
+
+def test_activation_patching_equals_brute_force_on_gpt2_resid_pre():
+    """Each score is LD(clean) - LD(node replaced), recomputed here with full ``run`` calls."""
+    from bench.data import logit_diff
+    from methods.activation_patching import ActivationPatching
+
+    model, hooks, kind = _gpt2_like()
+    sp = SplicedModel(model, _saes(hooks, kind), "drop")
+    data = _toy_data()
+    ctx = _context(sp, data)
+    n = 4
+    scores = ActivationPatching(max_prompts=n, forward_batch=37).discover(ctx).values
+    sub = data.subset(list(range(n)))
+    base = logit_diff(sp.run(sub.clean), sub.clean_answer, sub.patch_answer)
+    g = torch.Generator().manual_seed(1)
+    checked = 0
+    for site in sp.sites:
+        nodes = ctx.candidates[site].nonzero()
+        assert (scores[site][~ctx.candidates[site]] == 0).all()
+        for k in torch.randperm(len(nodes), generator=g)[:3].tolist():
+            pos, lat = nodes[k].tolist()
+            value = ctx.replacement.values[site][pos, lat]
+
+            def ablate(f, pos=pos, lat=lat, value=value):
+                f = f.clone()
+                f[:, pos, lat] = value
+                return f
+
+            ld = logit_diff(sp.run(sub.clean, {site: ablate}), sub.clean_answer, sub.patch_answer)
+            expected = (base - ld).mean()
+            assert scores[site][pos, lat].item() == pytest.approx(expected.item(), abs=1e-5), (site, pos, lat)
+            checked += abs(expected.item()) > 1e-4
+    assert checked >= 3  # some of the checked nodes have a real effect
+
+
+def _capped(model, cap):
+    model.cfg.output_logits_soft_cap = cap
+    return model
+
+
+# Tolerance: the head is TL's own ln_final/unembed/soft-cap on a slice of the residual, so only the
+# matmul blocking can differ (fp32, logits of order 1-30): 1e-5 absolute.
+@pytest.mark.parametrize("build", [_gemma2_like, _gpt2_like], ids=["gemma-2", "gpt2"])
+def test_logits_are_the_last_position_of_the_tl_forward(build):
+    model, hooks, kind = build()
+    sp = SplicedModel(model, _saes(hooks, kind), "drop")
+    toks = _toy_data().clean
+    edits = {sp.sites[0]: _edit_scale}
+    inputs = sp.site_inputs(toks)
+    caps = [None] if model.cfg.output_logits_soft_cap <= 0 else [model.cfg.output_logits_soft_cap, 1.0]
+    for cap in caps:
+        if cap is not None:
+            _capped(model, cap)
+        full = model(toks)
+        with sp.spliced(edits):
+            spliced_full = model(toks)
+        got_plain, got_run = sp.run_plain(toks), sp.run(toks, edits)
+        got_from = sp.run_from(sp.sites[0], inputs[sp.sites[0]], edits)
+        assert got_plain.shape == got_run.shape == got_from.shape == (len(toks), 1, model.cfg.d_vocab)
+        assert torch.allclose(got_plain, full[:, -1:], atol=1e-5)
+        assert torch.allclose(got_run, spliced_full[:, -1:], atol=1e-5)
+        assert torch.allclose(got_from, spliced_full[:, -1:], atol=1e-5)
+        if cap == 1.0:  # the cap binds: without it the logits would differ
+            assert got_plain.abs().max() <= 1.0
+            _capped(model, -1.0)
+            assert (model(toks)[:, -1:] - got_plain).abs().max() > 0.1
+
+
+def test_logits_last_position_on_the_embedded_world(embedded_world):
+    from tasks import IndirectObjectIdentification
+
+    sp = embedded_world.spliced
+    recs = IndirectObjectIdentification().records(6, 0)
+    toks = torch.tensor([embedded_world.tokenizer(r["clean_prefix"])["input_ids"] for r in recs])
+    with torch.no_grad():
+        full = sp.model(toks)
+        with sp.spliced():
+            spliced_full = sp.model(toks)
+        assert torch.allclose(sp.run_plain(toks), full[:, -1:], atol=1e-5)
+        assert torch.allclose(sp.run(toks), spliced_full[:, -1:], atol=1e-5)
 
 
 def test_listing_is_lazy():

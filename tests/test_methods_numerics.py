@@ -82,8 +82,9 @@ def test_binary_mask_keeps_the_planted_latent(planted):
 def test_binary_mask_with_lambda_near_zero_stays_faithful(embedded_world):
     from bench.ablation import candidates, make_replacement
     from bench.data import split_train_test, tokenize_records
-    from bench.evaluate import Evaluator
     from bench.api import MethodContext
+    from bench.evaluate import Evaluator, SplitData
+    from bench.sizes import restrict, union
     from tasks import SubjectVerbAgreement
 
     sp = embedded_world.spliced
@@ -91,9 +92,12 @@ def test_binary_mask_with_lambda_near_zero_stays_faithful(embedded_world):
     train, test = split_train_test(data, 32, 32, 0)
     repl = make_replacement("mean", sp, train, train)
     ctx = MethodContext(sp, train, repl, candidates(sp.latents(train.clean), repl))
-    ev = Evaluator(sp, test, make_replacement("mean", sp, test, train))
+    repl_test = make_replacement("mean", sp, test, train)
+    universe = union(ctx.candidates, candidates(sp.latents(test.clean), repl_test))
+    ev = Evaluator(sp, {"test": SplitData(test, repl_test)}, universe)
     (circuit,) = BinaryMask(lambdas=(1e-7,), steps=20).discover(ctx).circuits
-    assert ev.faithfulness(ev.metric(circuit.masks))["faithfulness_norm"] >= 0.95
+    kept = restrict(circuit, universe)
+    assert ev.faithfulness(float(ev.lds([kept.masks], "test").mean()), "test")["faithfulness_sae_norm"] >= 0.95
 
 
 def test_binary_mask_temperature_schedule_and_grid():

@@ -26,8 +26,13 @@ def test_drop_policy_changes_logits_but_not_bos(tiny_world):
     toks = _tokens(tiny_world)
     sp = tiny_world.spliced.with_policy("drop")
     a, b = sp.run(toks), sp.run_plain(toks)
+    assert a.shape == (len(toks), 1, sp.model.cfg.d_vocab)  # last position only
     assert not torch.allclose(a, b, atol=1e-3)
-    assert torch.equal(a[:, 0], b[:, 0])  # BOS residual passes through unchanged
+    # BOS residual passes through unchanged: read position 0 from TL's full forward.
+    with torch.no_grad(), sp.spliced():
+        full = sp.model(toks)
+    assert torch.equal(full[:, 0], sp.model(toks)[:, 0])
+    assert not torch.allclose(full[:, 1:], sp.model(toks)[:, 1:], atol=1e-3)
 
 
 def test_bos_latents_are_zero(tiny_world):
@@ -61,18 +66,20 @@ def test_keep_every_latent_changes_nothing(tiny_world):
 def test_mean_ablating_every_latent_gives_the_empty_metric(tiny_world):
     from bench.ablation import make_replacement
     from bench.data import logit_diff, split_train_test, tokenize_records
-    from bench.evaluate import Evaluator
+    from bench.ablation import candidates
+    from bench.evaluate import Evaluator, SplitData
     from tasks import IndirectObjectIdentification
 
     data = tokenize_records(IndirectObjectIdentification().records(40, 0), tiny_world.tokenizer, "ioi", "1", "ioi")
     train, test = split_train_test(data, 20, 20, 0)
     sp = tiny_world.spliced
-    ev = Evaluator(sp, test, make_replacement("mean", sp, test, train))
+    repl = make_replacement("mean", sp, test, train)
+    ev = Evaluator(sp, {"test": SplitData(test, repl)}, candidates(sp.latents(test.clean), repl))
     # Independent reference: overwrite each site's latents with the train corrupted mean.
     means = {s: v.mean(0) for s, v in sp.latents(train.patch).items()}
     with torch.no_grad():
         logits = sp.run(test.clean, {s: (lambda f, m=m: m.expand_as(f).clone()) for s, m in means.items()})
-    assert ev.baselines["m_empty"] == pytest.approx(logit_diff(logits, test.clean_answer, test.patch_answer).mean().item(), abs=1e-5)
+    assert ev.baselines("test")["m_empty"] == pytest.approx(logit_diff(logits, test.clean_answer, test.patch_answer).mean().item(), abs=1e-5)
 
 
 def test_no_hook_left_after_a_run_that_raises(tiny_world):

@@ -108,3 +108,25 @@ def test_user_file_task_round_trip(tmp_path, tiny_world):
     task = FileTask(path)
     assert task.name == "mine" and task.records(100, 0) == recs
     assert task.version.startswith("file-")
+
+
+UNFIT = [
+    ({**GOOD, "clean_answer": " go home"}, "1 with a multi-token answer"),
+    ({**GOOD, "patch_answer": " zzzunknown"}, "1 with an answer not in the vocabulary"),
+    ({**GOOD, "patch_prefix": "The friend that the dancer visits now"}, "1 with clean/patch lengths differing"),
+]
+
+
+@pytest.mark.parametrize("record,reason", UNFIT, ids=["multi-token", "unknown", "lengths"])
+def test_an_unfit_record_among_good_ones_is_dropped_and_counted(tiny_world, caplog, record, reason):
+    good = SubjectVerbAgreement().records(12, 0)
+    with caplog.at_level("WARNING", logger="bench.data"):
+        data = tokenize_records([*good[:5], record, *good[5:]], tiny_world.tokenizer, "mine", "1", "mine.jsonl")
+    assert len(data) == 12 and data.cases == [r["case"] for r in good]
+    assert [r.getMessage() for r in caplog.records if r.name == "bench.data"] == [f"mine.jsonl: dropped 1 of 13 records: {reason}"]
+
+
+def test_identical_answers_are_an_error_even_among_good_records(tiny_world):
+    good = SubjectVerbAgreement().records(12, 0)
+    with pytest.raises(TaskFileError, match="mine.jsonl: record 3: clean_answer and patch_answer are the same token"):
+        tokenize_records([*good[:3], {**GOOD, "patch_answer": " go"}, *good[3:]], tiny_world.tokenizer, "mine", "1", "mine.jsonl")
