@@ -1,38 +1,62 @@
 """Cost of one method run: wall time, peak memory, forward/backward passes.
 
-Peak memory is the peak resident set size above the level at the start of the run, sampled by a
-background thread (torch's CPU allocations are invisible to ``tracemalloc``); on CUDA it is
-``torch.cuda.max_memory_allocated``.
+Every column means one thing on every device:
+
+* ``wall_seconds``: wall time of ``discover``; on CUDA the device is synchronised before the clock
+  stops, so queued kernels are counted.
+* ``peak_memory_mb``: peak memory the run allocated **above the level at its start**. On CUDA:
+  ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` at the start, minus the
+  allocation at the start (weights excluded). On CPU: peak resident set size above the start,
+  sampled every 5 ms by a thread (torch's CPU allocations are invisible to ``tracemalloc``). RSS
+  only sees what the allocator takes from the OS: in a long-lived process, memory freed by
+  earlier work is reused and the growth undercounts. The row's ``text`` says which measurement it
+  is: ``cuda_allocated``, ``rss_fresh_process`` (a worker started for this cell: the process
+  and process-per-cell Ray executors), or ``rss_shared_process`` (the inline executor).
+* pass counts: ``forward_prompts`` / ``backward_prompts`` count prompts through the model;
+  ``forward_model_fraction`` / ``backward_model_fraction`` weight each prompt-pass by the share of
+  the model's blocks it ran (a run from a late site counts as a partial forward).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 
 import torch
 
+FRESH_WORKER_ENV = "BENCH_FRESH_WORKER"  # set by executors that start a process per cell
+
 
 @dataclass
 class CostMeter:
     counter: object
+    device: torch.device | str = "cpu"
     interval_s: float = 0.005
     wall_seconds: float = 0.0
     peak_memory_mb: float = 0.0
+    memory_measure: str = ""
     passes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def _cuda(self) -> bool:
+        return torch.device(self.device).type == "cuda"
 
     def __enter__(self) -> CostMeter:
         import psutil
 
         self._proc = psutil.Process()
-        self._base = self._proc.memory_info().rss
-        self._peak = self._base
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
+        if self._cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            self._base = self._proc.memory_info().rss
+            self._peak = self._base
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
         self._before = self.counter.snapshot()
         self._t0 = time.perf_counter()
         return self
@@ -43,14 +67,18 @@ class CostMeter:
             self._stop.wait(self.interval_s)
 
     def __exit__(self, *exc) -> None:
+        if self._cuda:
+            torch.cuda.synchronize(self.device)
         self.wall_seconds = time.perf_counter() - self._t0
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, self._proc.memory_info().rss)
-        if torch.cuda.is_available():
-            self.peak_memory_mb = torch.cuda.max_memory_allocated() / 2**20
+        if self._cuda:
+            self.peak_memory_mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
+            self.memory_measure = "cuda_allocated"
         else:
+            self._stop.set()
+            self._thread.join()
+            self._peak = max(self._peak, self._proc.memory_info().rss)
             self.peak_memory_mb = (self._peak - self._base) / 2**20
+            self.memory_measure = "rss_fresh_process" if os.environ.get(FRESH_WORKER_ENV) == "1" else "rss_shared_process"
         self.passes = self.counter.since(self._before)
 
     def as_metrics(self) -> dict[str, float]:

@@ -178,12 +178,12 @@ def setup_task(task, world, cfg: RunConfig, seed: int) -> TaskSetup:
 
 # ----- the cell's steps ---------------------------------------------------------------------------
 
-def discover(method: Method, ctx: MethodContext) -> tuple[Scores | CircuitSet, dict[str, float]]:
+def discover(method: Method, ctx: MethodContext) -> tuple[Scores | CircuitSet, CostMeter]:
     """Step 1: the method's own work on the train split, with its cost."""
     torch.manual_seed(ctx.seed)
-    with CostMeter(ctx.spliced.counter) as cost:
+    with CostMeter(ctx.spliced.counter, ctx.spliced.device) as cost:
         out = method.discover(ctx)
-    return out, cost.as_metrics()
+    return out, cost
 
 
 def validate_output(out: object, ctx: MethodContext, method_name: str) -> None:
@@ -337,7 +337,8 @@ def run_cell(setup: TaskSetup, method: Method, cfg: RunConfig, extra_sizes: list
                                        cfg.headline_targets)
     evals = evaluate_circuits(ev, circuits_at_sizes(out, setup.universe, sizes, grid))
 
-    rows = [dict(base, metric=m, value=v) for m, v in cost.items()]
+    rows = [dict(base, metric=m, value=v, text=cost.memory_measure if m == "peak_memory_mb" else "")
+            for m, v in cost.as_metrics().items()]
     if isinstance(out, Scores):
         rows += [dict(base, metric=f"diag_{m}", value=float(v)) for m, v in out.diagnostics.items()]
     rows += [dict(base, **r) for r in circuit_rows(evals, list(setup.universe))]
