@@ -35,6 +35,13 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
     p.add_argument("--no-figures", action="store_true", help="skip figures and report")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
+    p.add_argument("--executor", default="inline", help="inline (default: one process), process (a fresh worker per cell) "
+                   "or ray (cells as Ray tasks; pip install sae-circuit-bench[ray])")
+    p.add_argument("--jobs", type=int, default=1, help="cells at once (process: workers; ray: CPUs of a local instance); 0 = one per CPU")
+    p.add_argument("--ray-address", default=None, help="join an existing Ray cluster ('auto' or host:port) instead of starting one")
+    p.add_argument("--cell-timeout", type=float, default=None, help="seconds before a cell is stopped and recorded as failed (process, ray)")
+    p.add_argument("--cell-max-memory", type=float, default=None, metavar="MB",
+                   help="memory limit per cell in MB: above it the cell is stopped and recorded as failed (process, ray)")
 
 
 def add_run_commands(sub) -> None:
@@ -112,7 +119,9 @@ def _execute(args: argparse.Namespace, cfg) -> int:
         import torch
 
         torch.use_deterministic_algorithms(True)
-    table, failures, input_errors = run_benchmark(cfg, args.out, progress=not args.no_progress)
+    table, failures, input_errors = run_benchmark(
+        cfg, args.out, progress=not args.no_progress, executor=args.executor, jobs=args.jobs, ray_address=args.ray_address,
+        cell_timeout=args.cell_timeout, cell_max_memory_mb=args.cell_max_memory)
     log.info("results: %s (%d rows)", Path(args.out) / "results.parquet", len(table))
     if not args.no_figures:
         _figures_and_report(Path(args.out), Path(args.out) / "figures")

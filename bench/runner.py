@@ -1,8 +1,10 @@
 """Run every (task, seed, method) cell of a :class:`RunConfig`, resumably, and write the table.
 
-Order: for each task and seed, the reference cell (baselines), then the circuits-methods (learned
-masks), then the scores-methods, which are also cut at every size the circuits-methods produced
-(matched sizes). Cells of one phase are independent and go to the executor together.
+Order: phase A computes every (task, seed)'s reference cell (baselines) and circuits-method cells
+(learned masks); phase B the scores-methods, which are also cut at every size a circuits-method
+produced on the same task and seed (matched sizes). The cells of a phase are independent and go to
+the executor together (inline, fresh processes, or Ray tasks: :mod:`bench.executors`); the driver
+writes each cell the moment its result arrives.
 
 Failures stay inside their cell: a task that cannot be set up, a plugin that fails to import, a
 method that raises, returns NaN or wrongly shaped scores, or (under the process and ray executors)
@@ -13,13 +15,17 @@ moment it finishes.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from bench.costs import FRESH_WORKER_ENV
+from bench.data import split_train_test, tokenize_records
 from bench.errors import UsageError, did_you_mean
+from bench.executors import Job, make_executor
 from bench.harness import (
     RunConfig,
     build_method,
@@ -32,6 +38,7 @@ from bench.harness import (
     setup_task,
 )
 from bench.loading import load_world
+from bench.locking import lock_directory
 from bench.progress import progress_bar
 from bench.results import ResultsDir, environment_info, to_frame
 
@@ -40,16 +47,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CellSpec:
-    """Everything a worker needs to compute one cell (picklable)."""
+    """Everything a worker needs to compute one cell (picklable). ``method`` may be REFERENCE_CELL."""
 
     cfg: RunConfig
     task: str
     seed: int
     method: str
     extra_sizes: tuple[int, ...] = ()
+    fresh_worker: bool = False
 
 
+REFERENCE_CELL = "_reference"
 _CACHE: dict = {}
+_MAX_SETUPS = 16  # task setups kept per process (the default run has 12 task x seed groups)
 
 
 def _world(cfg: RunConfig):
@@ -63,8 +73,8 @@ def _setup(cfg: RunConfig, task_name: str, seed: int):
     key = ("setup", cfg.preset, cfg.error_policy, cfg.ablation, cfg.device, cfg.world_dir, cfg.n_train, cfg.n_test,
            cfg.max_rows, task_name, seed)
     if key not in _CACHE:
-        # One task setup at a time is kept: setups hold the split's latents.
-        for k in [k for k in _CACHE if k[0] == "setup"]:
+        setups = [k for k in _CACHE if k[0] == "setup"]
+        for k in setups[: max(0, len(setups) - _MAX_SETUPS + 1)]:
             del _CACHE[k]
         _CACHE[key] = setup_task(load_task(task_name), _world(cfg), cfg, seed)
     return _CACHE[key]
@@ -72,7 +82,11 @@ def _setup(cfg: RunConfig, task_name: str, seed: int):
 
 def compute_cell(spec: CellSpec) -> list[dict]:
     """Rows of one cell (without the common columns). Runs in the driver or in a worker."""
+    if spec.fresh_worker:
+        os.environ[FRESH_WORKER_ENV] = "1"
     setup = _setup(spec.cfg, spec.task, spec.seed)
+    if spec.method == REFERENCE_CELL:
+        return reference_rows(setup)
     method = build_method(spec.method, spec.cfg)
     return run_cell(setup, method, spec.cfg, list(spec.extra_sizes))
 
@@ -88,91 +102,134 @@ def _validate_names(cfg: RunConfig) -> None:
             raise UsageError(did_you_mean(name, registry.entries("task"), "task"))
 
 
-def run_benchmark(cfg: RunConfig, out: str | Path, progress: bool = True) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """Run (or resume) ``cfg`` into ``out``.
+def _check_task(task_name: str, world, cfg: RunConfig, seed: int) -> tuple[str, int, int]:
+    """Records, tokens and split of one task and seed, in the driver (cheap): bad task input is
+    reported once, before any worker starts. Returns (name, version, n_train, n_test)."""
+    task = load_task(task_name)
+    records = task.records(2 * (cfg.n_train + cfg.n_test), seed=seed)
+    data = tokenize_records(records, world.tokenizer, task.name, task.version, source=str(getattr(task, "path", task.name)))
+    train, test = split_train_test(data, cfg.n_train, cfg.n_test, seed)
+    return task.name, task.version, len(train), len(test)
+
+
+@dataclass
+class _Cell:
+    spec: CellSpec
+    label: str
+    path: Path
+    common: dict
+
+
+def run_benchmark(cfg: RunConfig, out: str | Path, progress: bool = True, executor: str = "inline", jobs: int = 1,
+                  ray_address: str | None = None, cell_timeout: float | None = None,
+                  cell_max_memory_mb: float | None = None) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Run (or resume) ``cfg`` into ``out`` with the named executor (see :mod:`bench.executors`).
 
     Returns the table, the failed cells' messages, and those failures that are bad user input
     (a malformed task file): the CLI exits 2 for those, 1 for other failures.
     """
     store = ResultsDir(out)
+    ex = make_executor(executor, jobs, ray_address)
+    with lock_directory(store.path), ex:
+        return _run(cfg, store, progress, ex, cell_timeout, cell_max_memory_mb)
+
+
+def _run(cfg, store: ResultsDir, progress: bool, ex, cell_timeout, cell_max_memory_mb):
     t0 = time.perf_counter()
     world = _world(cfg)
     _validate_names(cfg)
-
+    fresh = ex.name != "inline"
     paths: list[Path] = []
     failures: list[str] = []
     input_errors: list[str] = []
     counts = {"run": 0, "kept": 0}
-    groups = [(t, s) for t in cfg.tasks for s in cfg.seeds]
-    bar = progress_bar(total=len(groups) * (len(cfg.methods) + 1), desc="cells", enabled=progress)
-    for task_name, seed in groups:
+
+    methods = []
+    for name in cfg.methods:
         try:
-            setup = _setup(cfg, task_name, seed)
+            methods.append((name, build_method(name, cfg), None))
         except UsageError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a broken task sinks only its own cells
-            log.error("task %s (seed %d) failed to set up: %s", task_name, seed, exc)
-            if getattr(exc, "exit_code", 1) == 2:
-                input_errors.append(str(exc))
-            path = store.cell_path(task_name, "_setup", cell_key(cfg, world, task_name, "?", seed, "_setup"), seed)
-            common = common_columns(cfg, world, task_name, "", seed, 0, 0)
-            store.write_cell(path, to_frame([dict(common, **r) for r in error_rows("(task setup)", exc)]))
-            paths.append(path)
-            failures.append(f"{task_name} / seed {seed}: {exc}")
-            bar.update(len(cfg.methods) + 1)
-            continue
-        common = common_columns(cfg, world, setup.name, setup.version, seed, len(setup.train), len(setup.test))
-        ref_path = store.cell_path(setup.name, "_reference", cell_key(cfg, world, setup.name, setup.version, seed, "_reference"), seed)
-        if not store.has_cell(ref_path):
-            store.write_cell(ref_path, to_frame([dict(common, **r) for r in reference_rows(setup)]))
-        paths.append(ref_path)
-        bar.update(1)
+        except Exception as exc:  # noqa: BLE001 - plugin import failure: error cells, the rest runs
+            methods.append((name, None, exc))
+    first = [m for m in methods if m[1] is not None and m[1].kind == "circuits"]
+    rest = [m for m in methods if m not in first]
 
-        methods = []
-        for name in cfg.methods:
+    groups = []  # (task name, seed, common columns)
+    for task_name in cfg.tasks:
+        for seed in cfg.seeds:
             try:
-                methods.append((name, build_method(name, cfg), None))
+                name, version, n_tr, n_te = _check_task(task_name, world, cfg, seed)
             except UsageError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - plugin import failure
-                methods.append((name, None, exc))
-        first = [m for m in methods if m[1] is not None and m[1].kind == "circuits"]
-        rest = [m for m in methods if m not in first]
-        extra: list[int] = []
-        for phase in (first, rest):
-            for name, method, load_error in phase:
-                label = method.name if method is not None else name
-                mid = method if method is not None else f"unloadable:{name}"
-                sizes = extra if (method is not None and method.kind != "circuits") else []
-                path = store.cell_path(setup.name, label, cell_key(cfg, world, setup.name, setup.version, seed, mid, sizes), seed)
+            except Exception as exc:  # noqa: BLE001 - a broken task sinks only its own cells
+                log.error("task %s (seed %d) cannot be used: %s", task_name, seed, exc)
+                if getattr(exc, "exit_code", 1) == 2:
+                    input_errors.append(str(exc))
+                path = store.cell_path(task_name, "_setup", cell_key(cfg, world, task_name, "?", seed, "_setup"), seed)
+                common = common_columns(cfg, world, task_name, "", seed, 0, 0)
+                store.write_cell(path, to_frame([dict(common, **r) for r in error_rows("(task setup)", exc)]))
                 paths.append(path)
-                if store.has_cell(path) and not _is_error_cell(path):
-                    counts["kept"] += 1
-                    log.info("%s / seed %d / %s: done earlier, kept", setup.name, seed, label)
-                else:
-                    if load_error is not None:
-                        rows = error_rows(name, load_error)
-                    else:
-                        log.info("%s / seed %d / %s: running", setup.name, seed, label)
-                        try:
-                            rows = compute_cell(CellSpec(cfg, task_name, seed, name, tuple(sizes)))
-                        except Exception as exc:  # noqa: BLE001 - a failing method never sinks the others
-                            log.error("%s / seed %d / %s failed: %s: %s", setup.name, seed, label, type(exc).__name__, exc)
-                            rows = error_rows(label, exc)
-                    df = to_frame([dict(common, **r) for r in rows])
-                    store.write_cell(path, df)
-                    counts["run"] += 1
-                    if (df["status"] == "error").any():
-                        failures.append(f"{setup.name} / seed {seed} / {label}: {df.loc[df['status'] == 'error', 'error'].iloc[0]}")
-                if phase is first:
-                    extra = sorted(set(extra) | set(_native_sizes(path)))
+                failures.append(f"{task_name} / seed {seed}: {exc}")
+                continue
+            groups.append((task_name, seed, name, version, common_columns(cfg, world, name, version, seed, n_tr, n_te)))
+
+    bar = progress_bar(total=len(groups) * (len(methods) + 1), desc="cells", enabled=progress)
+
+    def cell(task_name, seed, name, version, common, method_name, method, sizes) -> _Cell:
+        label = method.name if method is not None else method_name
+        mid = method if method is not None else (REFERENCE_CELL if method_name == REFERENCE_CELL else f"unloadable:{method_name}")
+        path = store.cell_path(name, label, cell_key(cfg, world, name, version, seed, mid, sizes), seed)
+        spec = CellSpec(cfg, task_name, seed, method_name, tuple(sizes), fresh)
+        return _Cell(spec, f"{name} / seed {seed} / {label}", path, common)
+
+    def submit(cells: list[tuple[_Cell, Exception | None]]) -> None:
+        todo = []
+        for c, load_error in cells:
+            paths.append(c.path)
+            if store.has_cell(c.path) and not _is_error_cell(c.path):
+                counts["kept"] += 1
                 bar.update(1)
+                log.info("%s: done earlier, kept", c.label)
+            elif load_error is not None:
+                finish(c, error_rows(c.spec.method, load_error), None)
+            else:
+                todo.append(c)
+        by_key = {c.path.name: c for c in todo}
+        jobs = [Job(c.path.name, c.label, compute_cell, c.spec, cell_timeout, cell_max_memory_mb,
+                    num_gpus=1 if str(cfg.device).startswith("cuda") and ex.name == "ray" else 0) for c in todo]
+        ex.run(jobs, lambda job, res: finish(by_key[job.key], res.rows if res.ok else error_rows(
+            by_key[job.key].label.split(" / ")[-1], res.error), res))
+
+    def finish(c: _Cell, rows: list[dict], res) -> None:
+        if res is not None and res.ok:
+            rows = rows + [{"method": rows[0].get("method", c.spec.method) if rows else c.spec.method, "metric": m,
+                            "value": float(v), "text": res.memory_measure if m == "cell_peak_memory_mb" else ""}
+                           for m, v in (("cell_wall_seconds", res.wall_seconds), ("cell_peak_memory_mb", res.peak_memory_mb))]
+        elif res is not None:
+            log.error("%s failed: %s", c.label, res.error)
+        df = to_frame([dict(c.common, **r) for r in rows])
+        store.write_cell(c.path, df)
+        counts["run"] += 1
+        if (df["status"] == "error").any():
+            failures.append(f"{c.label}: {df.loc[df['status'] == 'error', 'error'].iloc[0]}")
+        bar.update(1)
+
+    # Phase A: baselines and circuits-methods; phase B: rankings, also cut at phase A's sizes.
+    submit([(cell(*g, REFERENCE_CELL, None, []), None) for g in groups]
+           + [(cell(*g, name, m, []), err) for g in groups for name, m, err in first])
+    phase_b = []
+    for g in groups:
+        extra = sorted({k for name, m, _ in first for k in _native_sizes(cell(*g, name, m, []).path)})
+        phase_b += [(cell(*g, name, m, extra if m is not None else []), err) for name, m, err in rest]
+    submit(phase_b)
     bar.close()
+
     table = store.collect(paths)
     store.write_table(table)
     store.write_run_json({
         "config": asdict(cfg), "world_fingerprint": world.fingerprint, "sae_ids": list(world.sae_ids),
-        "world": world.meta.get("world", {}).get("quality_held_out"),
+        "world": world.meta.get("world", {}).get("quality_held_out"), "executor": ex.name,
         "cells": {"run": counts["run"], "kept_from_earlier": counts["kept"], "failed": len(failures)},
         "failures": failures, "seconds": time.perf_counter() - t0, **environment_info(),
     })
