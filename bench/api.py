@@ -36,7 +36,6 @@ class MethodContext:
     replacement: Replacement
     candidates: dict[str, torch.Tensor]
     seed: int = 0
-    batch_size: int = 32
 
     @property
     def sites(self) -> list[str]:

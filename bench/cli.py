@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench {all,run,figures,train,ls,check,perf}``.
+"""Command line: ``python -m bench {all,run,figures,train,ls,check,plan}``.
 
 Usage errors exit with code 2 and one line on stderr; a run in which some cell failed exits with
 code 1 after every other cell has finished and been saved.

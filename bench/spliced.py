@@ -100,19 +100,19 @@ class SplicedModel:
     counter: PassCounter = field(default_factory=PassCounter)
 
     def __post_init__(self) -> None:
-        from bench.errors import InputError as BenchError
+        from bench.errors import InputError
 
         if self.error_policy not in ERROR_POLICIES:
-            raise BenchError(
+            raise InputError(
                 f"error policy {self.error_policy!r} is not one of {', '.join(ERROR_POLICIES)}"
             )
         hook_dict = self.model.hook_dict
         for hook, sae in self.saes.items():
             if hook not in hook_dict:
-                raise BenchError(f"SAE hook {hook!r} does not exist in model {self.model.cfg.model_name!r}")
+                raise InputError(f"SAE hook {hook!r} does not exist in model {self.model.cfg.model_name!r}")
             d_model = self.model.cfg.d_model
             if sae.cfg.d_in != d_model:
-                raise BenchError(
+                raise InputError(
                     f"SAE at {hook!r} has d_in={sae.cfg.d_in} but the model's residual width is {d_model}"
                 )
         self.saes = dict(sorted(self.saes.items(), key=lambda kv: _site_key(kv[0])))
