@@ -25,6 +25,8 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
     p.add_argument("--seeds", default=None, help="comma list of seeds (default 0,1,2; quick: 0). A seed changes the data "
                    "draw, the train/test split and each method's randomness")
     p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
+    p.add_argument("--sites", default=None, help="SAE placement: comma list of the preset's SAE hooks to splice "
+                   "(default: all), e.g. blocks.3.hook_resid_post")
     p.add_argument("--max-rows", type=int, default=1024, help="rows per evaluation forward (memory bound; default 1024)")
     p.add_argument("--n-train", type=int, default=None, help="train prompts per task (default 64; quick 32)")
     p.add_argument("--n-test", type=int, default=None, help="test prompts per task (default 128; quick 64)")
@@ -109,6 +111,7 @@ def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tu
         error_policy=args.error_policy, ablation=args.ablation, seeds=seeds, n_train=n_train, n_test=n_test,
         grid_per_decade=3 if args.quick else 5, n_knockout=6 if args.quick else 8, quick=args.quick,
         method_options=_parse_options(args.option), world_dir=args.world, device=args.device, max_rows=args.max_rows,
+        sites=_csv(args.sites) if args.sites else (),
     )
 
 

@@ -64,6 +64,7 @@ class RunConfig:
     world_dir: str | None = None
     device: str = "cpu"
     max_rows: int = 1024
+    sites: tuple[str, ...] = ()  # SAE placement: the preset's SAEs to splice (empty: all of them)
 
     def __post_init__(self) -> None:
         if self.error_policy not in ERROR_POLICIES:
@@ -457,7 +458,8 @@ def common_columns(cfg: RunConfig, world, task: str, task_version: str, seed: in
     """The columns every row of one task's cells shares."""
     return {
         "schema_version": SCHEMA_VERSION, "task": task, "task_version": task_version,
-        "model": world.model_name, "preset": world.preset.name, "sae_ids": ",".join(world.sae_ids),
+        "model": world.model_name, "preset": world.preset.name,
+        "sae_ids": ",".join(cfg.sites) if cfg.sites else ",".join(world.sae_ids),
         "error_policy": cfg.error_policy, "ablation": cfg.ablation, "split": "", "seed": seed,
         "n_train": n_train, "n_test": n_test, "size_unit": "nodes", "code_version": code_version(),
     }

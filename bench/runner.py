@@ -14,6 +14,7 @@ moment it finishes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -63,15 +64,22 @@ _MAX_SETUPS = 16  # task setups kept per process (the default run has 12 task x 
 
 
 def _world(cfg: RunConfig):
-    key = ("world", cfg.preset, cfg.error_policy, cfg.device, cfg.world_dir)
+    key = ("world", cfg.preset, cfg.error_policy, cfg.device, cfg.world_dir, cfg.sites)
     if key not in _CACHE:
-        _CACHE[key] = load_world(cfg.preset, cfg.error_policy, cfg.device, cfg.world_dir)
+        world = load_world(cfg.preset, cfg.error_policy, cfg.device, cfg.world_dir)
+        if cfg.sites:
+            known = world.spliced.sites
+            for s in cfg.sites:
+                if s not in known:
+                    raise UsageError(did_you_mean(s, known, "SAE site"))
+            world = dataclasses.replace(world, spliced=world.spliced.with_sites(cfg.sites))
+        _CACHE[key] = world
     return _CACHE[key]
 
 
 def _setup(cfg: RunConfig, task_name: str, seed: int):
     key = ("setup", cfg.preset, cfg.error_policy, cfg.ablation, cfg.device, cfg.world_dir, cfg.n_train, cfg.n_test,
-           cfg.max_rows, task_name, seed)
+           cfg.max_rows, cfg.sites, task_name, seed)
     if key not in _CACHE:
         setups = [k for k in _CACHE if k[0] == "setup"]
         for k in setups[: max(0, len(setups) - _MAX_SETUPS + 1)]:

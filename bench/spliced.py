@@ -137,6 +137,11 @@ class SplicedModel:
         """The same model and SAEs under another error policy (shares weights and counters)."""
         return SplicedModel(self.model, self.saes, error_policy, self.bos_passthrough, dict(self.error_means), self.counter)
 
+    def with_sites(self, sites) -> SplicedModel:
+        """The same model with only the SAEs at ``sites`` spliced (an SAE-placement setting)."""
+        keep = set(sites)
+        return self._subset(lambda s: s in keep)
+
     # ----- running ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def spliced(
