@@ -69,6 +69,10 @@ def add_run_commands(sub) -> None:
     ls = sub.add_parser("ls", help="list methods, tasks and presets")
     ls.set_defaults(func=cmd_ls)
 
+    from bench.plan import add_plan_command
+
+    add_plan_command(sub)
+
     c = sub.add_parser("check", help="run the public method contract on a method")
     c.add_argument("name", help="registered name, module:Class or file.py:Class")
     c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="method option (JSON value)")

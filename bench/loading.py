@@ -3,7 +3,12 @@
 The embedded world is read from safetensors/JSON files. Hub presets go through
 ``HookedTransformer.from_pretrained_no_processing`` and ``SAE.from_pretrained``; without hub access
 they fail at once with one line naming what could not be fetched (the CLI sets
-``HF_HUB_OFFLINE=1`` unless ``BENCH_ONLINE=1``, so nothing waits on network retries).
+``HF_HUB_OFFLINE=1`` unless ``BENCH_ONLINE=1``, so nothing waits on network retries). The SAEs
+are loaded first, in the preset's dtype, and the model is loaded with the ``from_pretrained``
+options the SAEs were trained under (their ``model_from_pretrained_kwargs``; e.g.
+``center_writing_weights`` for GPT-2 small's residual SAEs). Both read the local Hugging Face cache
+(``HF_HUB_CACHE``), so a prepared cache runs offline: ``tests/test_hub_cache.py`` builds one with tiny
+random weights in the real repositories' layouts and runs a preset end to end from it.
 """
 
 from __future__ import annotations
@@ -88,31 +93,71 @@ def _layer_key(hook: str) -> tuple[int, str]:
     return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1, hook)
 
 
-def _load_hub(preset: Preset, error_policy: str, device: str) -> World:
-    import torch
-    from sae_lens import SAE
-    from transformer_lens import HookedTransformer
-
+def _hub_failure(preset: Preset, what: str, exc: BaseException) -> BenchError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    how = "the Hugging Face hub is switched off (HF_HUB_OFFLINE=1; set BENCH_ONLINE=1 where the hub is reachable)" if offline else "the Hugging Face hub could not be reached"
+    how = ("the Hugging Face hub is switched off (HF_HUB_OFFLINE=1; set BENCH_ONLINE=1 where the hub is reachable)"
+           if offline else "the Hugging Face hub could not be reached")
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return BenchError(f"preset {preset.name!r}: could not fetch {what}: {how} ({type(exc).__name__}: {first[:300]})")
+
+
+def load_hub_saes(preset: Preset, device: str = "cpu") -> dict[str, object]:
+    """The preset's SAEs through ``SAE.from_pretrained(release, id)``, keyed by hook name, in the preset's dtype.
+
+    Reads the local Hugging Face cache first (``HF_HUB_CACHE``); with ``HF_HUB_OFFLINE=1`` nothing else.
+    """
+    from sae_lens import SAE
+
     saes = {}
     for sae_id in preset.sae_ids:
         try:
-            sae = SAE.from_pretrained(preset.sae_release, sae_id, device=device)
+            sae = SAE.from_pretrained(preset.sae_release, sae_id, device=device, dtype=preset.dtype)
         except Exception as exc:  # noqa: BLE001 - any failure here is 'could not fetch'
-            raise BenchError(
-                f"preset {preset.name!r}: could not fetch SAE {preset.sae_release}/{sae_id}: {how} "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-            ) from None
-        saes[sae.cfg.metadata.hook_name] = sae
+            raise _hub_failure(preset, f"SAE {preset.sae_release}/{sae_id}", exc) from None
+        hook = sae.cfg.metadata.hook_name
+        if not hook:
+            raise InputError(f"preset {preset.name!r}: SAE {preset.sae_release}/{sae_id} names no hook")
+        if hook in saes:
+            raise InputError(f"preset {preset.name!r}: two SAEs at hook {hook!r}")
+        saes[hook] = sae
+    return saes
+
+
+def model_kwargs_for(saes: dict[str, object], preset: Preset) -> dict:
+    """The ``from_pretrained`` options the SAEs were trained under (``cfg.metadata.model_from_pretrained_kwargs``).
+
+    gpt2-small-res-jb's SAEs read the residual stream of a model loaded with
+    ``center_writing_weights=True``; loading the model without it feeds them a different residual.
+    Gemma Scope names none. SAEs of one preset that disagree are an input error.
+    """
+    found: dict[str, dict] = {}
+    for hook, sae in saes.items():
+        kw = dict(getattr(sae.cfg.metadata, "model_from_pretrained_kwargs", None) or {})
+        found[hook] = kw
+    distinct = {json.dumps(v, sort_keys=True) for v in found.values()}
+    if len(distinct) > 1:
+        raise InputError(f"preset {preset.name!r}: its SAEs were trained on differently loaded models: {found}")
+    return next(iter(found.values()), {}) if found else {}
+
+
+def load_hub_model(preset: Preset, device: str = "cpu", model_kwargs: dict | None = None):
+    """``HookedTransformer.from_pretrained_no_processing(preset.model)`` plus the SAEs' loading options."""
+    import torch
+    from transformer_lens import HookedTransformer
+
     try:
-        model = HookedTransformer.from_pretrained_no_processing(
-            preset.model, device=device, dtype=getattr(torch, preset.dtype)
+        return HookedTransformer.from_pretrained_no_processing(
+            preset.model, device=device, dtype=getattr(torch, preset.dtype), **(model_kwargs or {})
         )
     except Exception as exc:  # noqa: BLE001
-        raise BenchError(
-            f"preset {preset.name!r}: could not fetch model {preset.model!r}: {how} "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-        ) from None
-    fp = hashlib.sha256(repr((preset.model, preset.sae_release, preset.sae_ids)).encode()).hexdigest()[:16]
-    return World(preset, SplicedModel(model, saes, error_policy), model.tokenizer, tuple(preset.sae_ids), fp)
+        raise _hub_failure(preset, f"model {preset.model!r}", exc) from None
+
+
+def _load_hub(preset: Preset, error_policy: str, device: str) -> World:
+    saes = load_hub_saes(preset, device)
+    kwargs = model_kwargs_for(saes, preset)
+    model = load_hub_model(preset, device, kwargs)
+    fp = hashlib.sha256(repr((preset.model, preset.sae_release, preset.sae_ids, preset.dtype,
+                              sorted(kwargs.items()))).encode()).hexdigest()[:16]
+    meta = {"model_from_pretrained_kwargs": kwargs}
+    return World(preset, SplicedModel(model, saes, error_policy), model.tokenizer, tuple(preset.sae_ids), fp, meta)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -23,6 +23,9 @@ class Preset:
     sae_ids: tuple[str, ...]
     dtype: str = "float32"
     description: str = ""
+    # Architecture dims for `bench plan` without weights or hub access (the ``[<preset>.arch]`` table);
+    # bench.plan cross-checks them against TransformerLens's / SAELens's own configs where those are offline.
+    arch: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not self.sae_ids:
@@ -39,7 +42,8 @@ def _parse(table: dict, source: str) -> dict[str, Preset]:
     out = {}
     for name, fields in table.items():
         try:
-            out[name] = Preset(name=name, **{**fields, "sae_ids": tuple(fields.get("sae_ids", ()))})
+            out[name] = Preset(name=name, **{**fields, "sae_ids": tuple(fields.get("sae_ids", ())),
+                                             "arch": dict(fields.get("arch", {}))})
         except TypeError as exc:
             raise UsageError(f"{source}: preset {name!r}: {exc}") from None
     return out
