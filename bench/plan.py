@@ -591,11 +591,14 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
     if name == "binary_mask":
         ctx = make_context(sp, st, n)
         grid = cfg.grid()
+        # The adaptive probe trains its whole ladder together: with fewer lambdas in the grid (quick), it is the peak.
+        probe_grid = cfg.probe_ladder() if getattr(cfg, "uses_probe", False) else []
+        sim_grid = probe_grid if len(probe_grid) > len(grid) else grid
         ld_ref = torch.zeros(n, device=sp.device)
         rows_per = min(cfg.batch_size, n)
-        group = len(grid) if cfg.sweep == "batched" and cfg.max_rows == 0 else (
+        group = len(sim_grid) if cfg.sweep == "batched" and cfg.max_rows == 0 else (
             1 if cfg.sweep == "sequential" else max(1, cfg.max_rows // rows_per))
-        sim = simulate(sp, lambda: method.sweep(ctx, grid, ld_ref, steps=2))
+        sim = simulate(sp, lambda: method.sweep(ctx, sim_grid, ld_ref, steps=2))
         # FLOPs: a lambda-step is one forward + backward of batch_size rows; a logged step adds a forward.
         unit = simulate(sp, lambda: _ap_unit(sp, ctx, rows_per)) if full else sim
         fwd = simulate(sp, lambda: _fwd_unit(sp, ctx, rows_per)) if full else sim
@@ -605,12 +608,12 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
         probe = 0
         if getattr(cfg, "uses_probe", False) and hasattr(cfg, "probe_ladder"):
             probe = len(cfg.probe_ladder()) * round(1.1 * cfg.probe_steps)
-        L = min(group, len(grid))
+        L = min(group, len(sim_grid))
         mask_bytes = L * (P if cfg.granularity == "position" else 1) * sum(S.values()) * 4
         notes = (f"{len(grid)} lambdas x {total} steps, {L} lambdas per forward; mask logits + grad + Adam moments "
                  f"{4 * mask_bytes / GIB:.2f} GiB (in 'SAE lat./masks')"
                  + (f", + probe {len(cfg.probe_ladder())} lambdas x {round(1.1 * cfg.probe_steps)} steps" if probe else ""))
-        return sim, {"rows": min(group, len(grid)) * rows_per, "grad": True, "notes": notes,
+        return sim, {"rows": L * rows_per, "grad": True, "notes": notes,
                      "flops": lambda s: unit.flops * (lam_steps + probe) + fwd.flops * (len(grid) * n_logs + math.ceil(n / 64) * 64 / rows_per)}
     if name == "activation_patching":
         m = min(cfg.max_prompts, n)
@@ -889,6 +892,9 @@ def add_plan_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--logits", default="code", choices=("code", "all", "last"),
                    help="logits as the code computes them (default), or forced to all / the last position")
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="method option (JSON value)")
+    p.add_argument("--fit", action="store_true",
+                   help="fit every method's batch-like options and the evaluator's max-rows to --gpu-memory "
+                        "(what a run with --max-memory does; bench.budget) and plan at them")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plan)
     return p
@@ -907,9 +913,34 @@ def cmd_plan(args) -> int:
     from bench.presets import get_preset
 
     preset = get_preset(args.preset)
-    plan = make_plan(preset, settings_from_args(args, preset.dtype), world_dir=args.world)
-    print(json.dumps(plan.to_dict(), indent=2, default=str) if args.json else format_plan(plan))
+    st = settings_from_args(args, preset.dtype)
+    fitted = None
+    if getattr(args, "fit", False):
+        st, fitted = fit_settings(preset, st, args.world, max_rows_pinned=args.max_rows is not None)
+    plan = make_plan(preset, st, world_dir=args.world)
+    if args.json:
+        d = plan.to_dict()
+        if fitted is not None:
+            d["fit"] = {"budget_gib": fitted.budget_gib, "options": fitted.options,
+                        "predicted_peak_bytes": {m: f.peak for m, f in fitted.methods.items()}}
+        print(json.dumps(d, indent=2, default=str))
+    else:
+        print(format_plan(plan) + ("" if fitted is None else "\n\nFitted to --gpu-memory (bench.budget):\n"
+                                   + "\n".join(f"- {line}" for line in fitted.lines())))
     return 0
+
+
+def fit_settings(preset, st: Settings, world_dir=None, max_rows_pinned: bool = False):
+    """``st`` with the batch-like options :mod:`bench.budget` fits to ``st.gpu_memory_gib``; and the fit."""
+    from bench.budget import EVALUATOR, fit
+    from bench.harness import RunConfig
+
+    rc = RunConfig(preset=preset.name, methods=tuple(m for m in st.methods if m in MODELLED) or ("random",),
+                   n_train=st.n_train, n_test=st.n_test, error_policy=st.error_policy, ablation=st.ablation,
+                   max_rows=st.max_rows, method_options=st.method_options, world_dir=world_dir)
+    fitted = fit(preset, rc, st.gpu_memory_gib, dtype=st.dtype, seq_len=st.seq_len, max_rows_pinned=max_rows_pinned)
+    opts = {m: {**o, **st.method_options.get(m, {})} for m, o in fitted.options.items() if m != EVALUATOR}
+    return dataclasses.replace(st, method_options=opts, max_rows=fitted.options[EVALUATOR]["max_rows"]), fitted
 
 
 def main(argv: list[str] | None = None) -> int:
