@@ -27,9 +27,13 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
     p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
     p.add_argument("--sites", default=None, help="SAE placement: comma list of the preset's SAE hooks to splice "
                    "(default: all), e.g. blocks.3.hook_resid_post")
-    p.add_argument("--max-rows", type=int, default=1024, help="rows per evaluation forward (memory bound; default 1024)")
-    p.add_argument("--n-train", type=int, default=None, help="train prompts per task (default 64; quick 32)")
-    p.add_argument("--n-test", type=int, default=None, help="test prompts per task (default 128; quick 64)")
+    p.add_argument("--max-rows", type=int, default=None, help="rows per evaluation forward (memory bound; default 1024, "
+                   "or fitted to the memory budget)")
+    p.add_argument("--max-memory", type=float, default=None, metavar="GB",
+                   help="memory budget in GiB: every method's batch-like options and --max-rows are fitted to it by "
+                   "bench plan's model (bench/budget.py); default: the device's memory when --device is cuda, none on CPU")
+    p.add_argument("--n-train", type=int, default=None, help="train prompts per task and seed (default 128; quick 64)")
+    p.add_argument("--n-test", type=int, default=None, help="test prompts per task and seed (default 128; quick 64)")
     p.add_argument("--quick", action="store_true", help="smaller sweep, for a first look")
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="method option, e.g. binary_mask.steps=100 (JSON value); repeatable")
@@ -60,6 +64,16 @@ def add_run_commands(sub) -> None:
     r.add_argument("--tasks", required=True, type=_csv, help="comma list: names or .json/.jsonl task files")
     _run_options(r)
     r.set_defaults(func=cmd_run)
+
+    sw = sub.add_parser("sweep", help="a grid of settings (error policy x ablation x SAE sites ...): one cached run "
+                        "each, then the matched-size verdicts across the grid")
+    sw.add_argument("--grid", required=True, help="TOML file of axes, each a list (see bench/sweep.py), e.g. "
+                    "examples/sweep_quick.toml. --no-figures skips each setting's own figures and report; the sweep's "
+                    "table, report and figure are always written")
+    sw.add_argument("--methods", default=None, type=_csv, help="comma list (default: every method, as 'all')")
+    sw.add_argument("--tasks", default=None, type=_csv, help="comma list (default: every task, as 'all')")
+    _run_options(sw, default_out="sweep")
+    sw.set_defaults(func=cmd_sweep)
 
     f = sub.add_parser("figures", help="redraw every figure and the report from stored rows (no model run)")
     f.add_argument("--results", default="results", help="results directory (default: %(default)s)")
@@ -110,13 +124,15 @@ def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tu
             raise UsageError(f"--seeds {args.seeds!r}: expected a comma list of integers, e.g. 0,1,2") from None
     else:
         seeds = (0,) if args.quick else (0, 1, 2)
-    return RunConfig(
+    from bench.budget import apply_budget
+
+    return apply_budget(RunConfig(
         preset=args.preset, tasks=tasks or DEFAULT_TASKS, methods=methods or DEFAULT_METHODS,
         error_policy=args.error_policy, ablation=args.ablation, seeds=seeds, n_train=n_train, n_test=n_test,
-        grid_per_decade=3 if args.quick else 5, n_knockout=6 if args.quick else 8, quick=args.quick,
-        method_options=_parse_options(args.option), world_dir=args.world, device=args.device, max_rows=args.max_rows,
-        sites=_csv(args.sites) if args.sites else (),
-    )
+        grid_per_decade=3 if args.quick else 5, n_knockout=4, quick=args.quick,
+        method_options=_parse_options(args.option), world_dir=args.world, device=args.device,
+        max_rows=1024 if args.max_rows is None else args.max_rows, sites=_csv(args.sites) if args.sites else (),
+    ), args)
 
 
 def _execute(args: argparse.Namespace, cfg) -> int:
@@ -148,6 +164,12 @@ def cmd_all(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     return _execute(args, _config(args, args.tasks, args.methods))
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.sweep import run_sweep
+
+    return run_sweep(args, _config(args, args.tasks, args.methods))
 
 
 def _figures_and_report(results: Path, fig_dir: Path) -> None:

@@ -57,7 +57,8 @@ class RunConfig:
     n_train: int = 128
     n_test: int = 128
     grid_per_decade: int = 5
-    n_knockout: int = 8
+    n_knockout: int = 4
+    n_train_eval: int = 64  # train prompts the evaluator scores circuits on (train F); methods see all n_train
     headline_targets: tuple[int, ...] = HEADLINE_TARGETS
     quick: bool = False
     method_options: dict = field(default_factory=dict)
@@ -171,8 +172,12 @@ def setup_task(task, world, cfg: RunConfig, seed: int) -> TaskSetup:
     test_cands = {s: c.cpu() for s, c in candidates(spliced.latents(test.clean), repl_test).items()}
     universe = union(train_cands, test_cands)
     ctx = MethodContext(spliced, train, repl_train, {s: c.to(spliced.device) for s, c in train_cands.items()}, seed=seed)
-    evaluator = Evaluator(spliced, {"train": SplitData(train, repl_train), "test": SplitData(test, repl_test)}, universe,
-                          max_rows=cfg.max_rows)
+    # Train F is measured on the first n_train_eval train prompts (a fixed subset, for cost); the
+    # replacement there is the same train mean (or, for counterfactual, those prompts' own rows).
+    train_eval = train.subset(list(range(min(cfg.n_train_eval, len(train)))), "train")
+    repl_train_eval = make_replacement(cfg.ablation, spliced, train_eval, train)
+    evaluator = Evaluator(spliced, {"train": SplitData(train_eval, repl_train_eval), "test": SplitData(test, repl_test)},
+                          universe, max_rows=cfg.max_rows)
     return TaskSetup(task.name, task.version, seed, train, test, ctx, evaluator, universe,
                      position_labels(test, world.tokenizer))
 
@@ -256,11 +261,17 @@ class Evaluated:
     forms: dict[str, dict[str, float]]  # split -> F forms
 
 
-def evaluate_circuits(ev: Evaluator, circuits: list[tuple[Circuit, str]]) -> list[Evaluated]:
-    """Step 4: every circuit on test (per prompt), its complement on test, and train (means)."""
+def evaluate_circuits(ev: Evaluator, circuits: list[tuple[Circuit, str]],
+                      complement: list[bool] | None = None) -> list[Evaluated]:
+    """Step 4: every circuit on test (per prompt) and train (means); its complement on test where
+    ``complement`` says so (default: every circuit; NaN elsewhere)."""
     masks = [c.masks for c, _ in circuits]
     test = ev.lds(masks, "test")
-    comp = ev.lds([ev.complement(c) for c, _ in circuits], "test")
+    want = [True] * len(circuits) if complement is None else complement
+    comp = torch.full_like(test, float("nan"))
+    idx = [i for i, w in enumerate(want) if w]
+    if idx:
+        comp[idx] = ev.lds([ev.complement(circuits[i][0]) for i in idx], "test")
     train = ev.lds(masks, "train").mean(1)
     out = []
     for i, (c, kind) in enumerate(circuits):
@@ -336,7 +347,11 @@ def run_cell(setup: TaskSetup, method: Method, cfg: RunConfig, extra_sizes: list
     own = native_sizes(out, setup.universe)
     sizes, grid, headline = plan_sizes(setup.n_universe, cfg.grid_per_decade, sorted(set(extra_sizes or []) | set(own)),
                                        cfg.headline_targets)
-    evals = evaluate_circuits(ev, circuits_at_sizes(out, setup.universe, sizes, grid))
+    todo = circuits_at_sizes(out, setup.universe, sizes, grid)
+    # The complement (completeness) is measured where the report and figures use it: the shared
+    # grid, the matched headline sizes and a circuits-method's own circuits.
+    keep = set(grid) | set(headline.values())
+    evals = evaluate_circuits(ev, todo, [k == "native" or c.n_nodes() in keep for c, k in todo])
 
     rows = [dict(base, metric=m, value=v, text=cost.memory_measure if m == "peak_memory_mb" else "")
             for m, v in cost.as_metrics().items()]
@@ -377,8 +392,9 @@ def circuit_rows(evals: list[Evaluated], sites: list[str]) -> list[dict]:
             rows.append(dict(common, split="test", site=s, metric="site_latents", value=float(m.any(0).sum())))
         rows.append(dict(common, split="test", metric="logit_diff", value=float(e.test_ld.mean()),
                          per_prompt=e.test_ld.tolist()))
-        rows.append(dict(common, split="test", metric="complement_logit_diff", value=float(e.complement_ld.mean()),
-                         per_prompt=e.complement_ld.tolist()))
+        if not torch.isnan(e.complement_ld).any():
+            rows.append(dict(common, split="test", metric="complement_logit_diff", value=float(e.complement_ld.mean()),
+                             per_prompt=e.complement_ld.tolist()))
         rows.append(dict(common, split="train", metric="logit_diff", value=e.train_ld_mean))
         for split, forms in e.forms.items():
             for name in F_FORMS:

@@ -48,6 +48,7 @@ def circuits(df: pd.DataFrame) -> pd.DataFrame:
     wide["test_ld"] = ld.map(lambda v: np.asarray(v, dtype=float))
     comp = d[(d.metric == "complement_logit_diff") & (d.split == "test")].set_index(KEYS)["per_prompt"]
     wide["complement_ld"] = comp.map(lambda v: np.asarray(v, dtype=float))
+    wide["complement_ld"] = wide["complement_ld"].map(lambda v: v if isinstance(v, np.ndarray) else np.array([]))
     target = d[d.metric == "matched_size"].groupby(KEYS)["value"].apply(lambda v: tuple(int(x) for x in v))
     wide["targets"] = target
     wide["targets"] = wide["targets"].map(lambda v: v if isinstance(v, tuple) else ())

@@ -30,6 +30,7 @@ def _views(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, verd
 def _band(v: verdict.TaskView, d: pd.DataFrame, column: str = "test_ld") -> pd.DataFrame:
     """Mean over seeds and 95% interval at each size of ``d`` (one circuit per seed and size)."""
     rows = []
+    d = d[d[column].map(len) > 0]  # the complement is measured at the grid and matched sizes only
     for k, g in d.groupby("size_nodes"):
         per = {int(r.seed): v.f_stat(int(r.seed), getattr(r, column)) for r in g.itertuples()}
         est, lo, hi = v.boot.combine(per)
@@ -57,6 +58,7 @@ def _vs_size(df: pd.DataFrame, out: Path, name: str, x: str, column: str, ylabel
             ax.plot(xs, b.F, lw=1.0 if native else 1.4, ls="--" if native else "-", color=style.color(m, methods), label=lab)
             ax.fill_between(xs, b.lo, b.hi, color=style.color(m, methods), alpha=0.15, lw=0)
             nat = v.c[(v.c.method == m) & (v.c.kind == "native")]
+            nat = nat[nat[column].map(len) > 0]
             if len(nat):
                 f = [v.f_stat(int(r.seed), getattr(r, column))[0] for r in nat.itertuples()]
                 nx = (nat.size_nodes if x == "nodes" else nat.size_latents).clip(lower=0.8)

@@ -40,7 +40,8 @@ def test_report_has_the_verdict_with_intervals(tiny_run, tmp_path):
     t = summary(df, n_boot=200)
     m = t["matched"]
     assert set(m.method) == {"binary_mask", "attribution_patching", "random"}
-    assert (m.lo <= m.F).all() and (m.F <= m.hi).all() and (m.n_seeds == 2).all()
+    # percentile intervals of a ratio need not contain the point estimate on a 24-prompt toy; they are ordered
+    assert (m.lo <= m.hi).all() and (m.n_seeds == 2).all() and m[["F", "lo", "hi"]].notna().all().all()
     pw = t["pairwise"]
     assert set(pw.vs) == {"attribution_patching", "random"} and set(pw.verdict) <= {"beats", "tied", "loses"}
     assert not t["train_test"].empty and not t["area"].empty
