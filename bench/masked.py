@@ -39,6 +39,36 @@ def run_masked(
     return spliced.run(tokens, edits)
 
 
+def group_mask_edit(mask: torch.Tensor, replacement: torch.Tensor, n_groups: int):
+    """Edit for a batch made of ``n_groups`` consecutive blocks of rows, block ``j`` masked by ``mask[j]``.
+
+    ``mask`` is ``[L, pos, d_sae]`` or ``[L, d_sae]`` (float: ``r + m (f - r)``; bool: select);
+    ``replacement`` is ``[pos, d_sae]`` (shared) or ``[L*B, pos, d_sae]`` (one row per batch row).
+    """
+
+    def edit(f: torch.Tensor) -> torch.Tensor:
+        fv = f.reshape(n_groups, -1, *f.shape[1:])  # [L, B, pos, d]
+        r = replacement.to(f.device, f.dtype)
+        rv = r.reshape(n_groups, -1, *r.shape[1:]) if r.dim() == 3 else r
+        m = mask.to(f.device)
+        m = m[:, None] if m.dim() == 3 else m[:, None, None]
+        out = torch.where(m, fv, rv) if m.dtype == torch.bool else rv + m.to(f.dtype) * (fv - rv)
+        return out.reshape(f.shape)
+
+    return edit
+
+
+def run_group_masked(
+    spliced: SplicedModel, tokens: torch.Tensor, group_masks: Mapping[str, torch.Tensor],
+    replacement: Mapping[str, torch.Tensor], n_groups: int,
+) -> torch.Tensor:
+    """Logits for a batch of ``n_groups`` consecutive blocks of rows, block ``j`` edited with
+    ``group_masks[site][j]`` (e.g. one learned mask per lambda, trained together), without
+    repeating each mask over its block's rows."""
+    edits = {s: group_mask_edit(m, replacement[s], n_groups) for s, m in group_masks.items()}
+    return spliced.run(tokens, edits)
+
+
 def masked_logit_diff(
     spliced: SplicedModel, data: TaskData, masks: Mapping[str, torch.Tensor] | None,
     replacement: Replacement | None, start: int = 0,
@@ -89,3 +119,16 @@ def stacked_logit_diff(
             ld = logit_diff(logits, batch.clean_answer.repeat(c), batch.patch_answer.repeat(c))
             out[c0 : c0 + c, p0 : p0 + b] = ld.view(c, b).float().cpu()
     return out
+
+
+def one_node_per_row_edit(rows: torch.Tensor, pos: torch.Tensor, lat: torch.Tensor, value: torch.Tensor):
+    """Edit that sets one latent per batch row to its replacement value (no dense mask): exact
+    patching ablates a different single node in each row."""
+
+    def edit(f: torch.Tensor) -> torch.Tensor:
+        f = f.clone()
+        f[rows, pos, lat] = value.to(f.dtype)
+        return f
+
+    return edit
+

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.data import logit_diff
 from bench.api import Method, MethodConfig, MethodContext, Scores
+from bench.data import logit_diff
+from bench.masked import one_node_per_row_edit
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class ActivationPatching(Method):
                 lat = chunk[:, 1].repeat_interleave(n)
                 prompt = prompt_of_row.repeat(c)
                 value = r[prompt, pos, lat] if r.dim() == 3 else r[pos, lat]
-                logits = spliced.run_from(site, inputs[site].repeat(c, 1, 1), {site: _ablate_one(rows, pos, lat, value)})
+                logits = spliced.run_from(site, inputs[site].repeat(c, 1, 1), {site: one_node_per_row_edit(rows, pos, lat, value)})
                 ld = logit_diff(logits, data.clean_answer.repeat(c), data.patch_answer.repeat(c))
                 delta = (base.repeat(c) - ld).view(c, n)
                 score[chunk[:, 0], chunk[:, 1]] = delta.mean(1)
@@ -83,15 +84,3 @@ class ActivationPatching(Method):
             if len(a) > 2 and a.std() > 0 and b.std() > 0:
                 diag["split_half_r"] = float(torch.corrcoef(torch.stack([a, b]))[0, 1])
         return Scores(scores, diag)
-
-
-def _ablate_one(rows: torch.Tensor, pos: torch.Tensor, lat: torch.Tensor, value: torch.Tensor):
-    """Edit that sets one latent per batch row to its replacement value (no dense mask)."""
-
-    def edit(f: torch.Tensor) -> torch.Tensor:
-        f = f.clone()
-        f[rows, pos, lat] = value.to(f.dtype)
-        return f
-
-    return edit
-

@@ -83,6 +83,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.api import Circuit, CircuitSet, Method, MethodConfig, MethodContext
+from bench.masked import run_group_masked
 
 SWEEPS = ("batched", "sequential")
 # Trace of each mask, one value per logged step: the step (updates done), the temperature, the task-loss
@@ -197,23 +198,6 @@ def log_steps(total: int, n_log: int) -> list[int]:
     return sorted({round(k * total / n_log) for k in range(n_log)} | {total})
 
 
-def _group_edit(mask: torch.Tensor, replacement: torch.Tensor, n_groups: int):
-    """Edit for a batch made of ``n_groups`` consecutive blocks of rows, block ``j`` masked by ``mask[j]``.
-
-    ``mask`` is ``[L, pos, d_sae]`` or ``[L, d_sae]`` (float: ``r + m (f - r)``; bool: select);
-    ``replacement`` is ``[pos, d_sae]`` (shared) or ``[L*B, pos, d_sae]`` (one row per batch row).
-    """
-
-    def edit(f: torch.Tensor) -> torch.Tensor:
-        fv = f.reshape(n_groups, -1, *f.shape[1:])  # [L, B, pos, d]
-        r = replacement.to(f.device, f.dtype)
-        rv = r.reshape(n_groups, -1, *r.shape[1:]) if r.dim() == 3 else r
-        m = mask.to(f.device)
-        m = m[:, None] if m.dim() == 3 else m[:, None, None]
-        out = torch.where(m, fv, rv) if m.dtype == torch.bool else rv + m.to(f.dtype) * (fv - rv)
-        return out.reshape(f.shape)
-
-    return edit
 
 
 class BinaryMask(Method):
@@ -300,8 +284,7 @@ class BinaryMask(Method):
         """Per-lambda task-loss term ``[L]`` and sparsity term ``[L]`` of one step's concatenated batch."""
         batch = ctx.train.subset(idx)
         repl = ctx.replacement.index(idx)
-        edits = {s: _group_edit(masks[s], repl[s], L) for s in ctx.sites}
-        ld = ctx.metric(ctx.spliced.run(batch.clean, edits), batch).view(L, -1)
+        ld = ctx.metric(run_group_masked(ctx.spliced, batch.clean, masks, repl, L), batch).view(L, -1)
         ref = ld_ref[idx.to(ld_ref.device)].view(L, -1)
         if self.config.loss == "per_prompt":
             faith = (ref - ld).abs().mean(1)

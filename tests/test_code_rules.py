@@ -42,6 +42,9 @@ def test_mask_edits_are_built_in_one_place():
     users = [str(p.relative_to(ROOT)) for p in [*_py("bench"), *_py("methods")]
              if "mask_edit(" in p.read_text() and p.name not in ("spliced.py",)]
     assert users == ["bench/masked.py"], users
+    # and no method builds a latent edit of its own (selection or interpolation of latents)
+    own = [str(p.relative_to(ROOT)) for p in _py("methods") if "def edit(" in p.read_text() or "torch.where(" in p.read_text()]
+    assert own == [], own
 
 
 def test_only_the_spliced_model_touches_hooks():
