@@ -180,6 +180,6 @@ def test_default_sweep_has_no_empty_circuit(tiny_ioi):
 from bench.testing import parametrize_with_checks  # noqa: E402
 
 
-@parametrize_with_checks([BinaryMask(n_lambdas=4, steps=20)])
+@parametrize_with_checks([BinaryMask(n_lambdas=3, steps=12, probe_steps=4)])
 def test_default_binary_mask_passes_the_contract(method, check):
     check(method)
