@@ -21,7 +21,7 @@ from bench.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"clean_prefix": "The friends that the dancer visits", "patch_prefix": "The friend that the dancer visits",
         "clean_answer": " go", "patch_answer": " goes", "case": "plural"}
-COST = {"wall_seconds", "peak_memory_mb"}  # measurements, not results: excluded from equality
+COST = {"wall_seconds", "peak_memory_mb", "cell_wall_seconds", "cell_peak_memory_mb"}  # measurements, not results: excluded from equality
 
 
 def _jsonl(path: Path, records: list[dict]) -> str:
