@@ -124,7 +124,7 @@ def check_model_unchanged_after_exception(method: Method) -> None:
         _fresh(method).discover(ctx2)  # counting run
         total, calls["n"], calls["at"] = calls["n"], 0, max(1, (calls["n"] + 1) // 2)
         if total == 0:
-            raise ContractError("the method never ran the spliced model's last SAE site")
+            return  # never runs the model (e.g. a random ranking): no forward to fail in, nothing to leak
         try:
             _fresh(method).discover(ctx)
         except RuntimeError as exc:

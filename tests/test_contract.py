@@ -95,6 +95,5 @@ def test_exception_check_asserts_the_failure_was_injected_and_surfaced():
     check = CHECKS["check_model_unchanged_after_exception"]
     with pytest.raises(ContractError, match="swallowed"):
         check(_SwallowsErrors())
-    with pytest.raises(ContractError, match="never ran"):
-        check(_NeverRunsModel())
+    check(_NeverRunsModel())  # nothing to inject into: passes (a random ranking never runs the model)
     check(ActivationPatching())  # exact patching runs from a site (run_from): the injection reaches it too
