@@ -75,8 +75,8 @@ def test_example_plugin_listed_checked_run_and_drawn(plugin_site, tiny_world_dir
     style.save = spy
     try:
         for name, fn in FIGURES.items():
-            if name in ("mask_nestedness", "case_study"):
-                continue  # mask-only figure; heatmap shows one method's circuit
+            if name in ("mask_nestedness", "mask_training", "case_study", "verdict_matched_sizes"):
+                continue  # mask-only figures; the heatmap shows one method's circuit; the verdict names methods on its y axis
             fn(df, tmp_path / "figs")
     finally:
         style.save = real_save
