@@ -332,7 +332,7 @@ def child_main(cache: Path, tmp: Path) -> dict:
     def byte_tokenizer():  # the Gemma part borrows the cache's byte tokenizer
         from transformers import AutoTokenizer
 
-        return tok if tok is not None else AutoTokenizer.from_pretrained("gpt2")
+        return tok if tok is not None else AutoTokenizer.from_pretrained("gpt2", local_files_only=True)  # the hand-made cache only
 
     for key, part in (("gpt2", lambda: _gpt2_part(cache, tmp)), ("gemma", lambda: _gemma_part(tmp, byte_tokenizer())),
                       ("missing", lambda: _missing_sae_part(tmp))):
