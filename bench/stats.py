@@ -37,7 +37,6 @@ class Bootstrap:
         self.seeds = sorted(n_prompts)
         self.n_boot = n_boot
         self.idx = {s: rng.integers(0, n, size=(n_boot, n)) for s, n in n_prompts.items()}
-        self.seed_draw = rng.integers(0, len(self.seeds), size=(n_boot, len(self.seeds)))
 
     def means(self, seed: int, values: np.ndarray) -> tuple[float, np.ndarray]:
         """(mean over all prompts, the mean in each replicate ``[n_boot]``)."""
