@@ -24,7 +24,7 @@ import torch
 
 from bench.ablation import Replacement
 from bench.data import TaskData, logit_diff
-from bench.spliced import SplicedModel
+from bench.spliced import Prefix, SplicedModel
 
 
 @dataclass
@@ -36,10 +36,25 @@ class MethodContext:
     replacement: Replacement
     candidates: dict[str, torch.Tensor]
     seed: int = 0
+    _train_prefix: Prefix | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def sites(self) -> list[str]:
         return self.spliced.sites
+
+    def train_prefix(self, batch_size: int = 256) -> Prefix | None:
+        """The train prompts' residual entering the first site, computed once per context.
+
+        Nothing a method edits acts below the first site, so a method that runs the same train
+        prompts many times (the mask's steps, IG's interpolation) can start there:
+        ``ctx.spliced.run(ctx.train_prefix().index(idx), edits)``. None when the sites do not
+        allow it (then run from tokens). Costs ``n_train x pos x d_model`` floats of memory.
+        """
+        if self._train_prefix is None:
+            parts = [self.spliced.prefix(b.clean) for _, b in self.train.batches(batch_size)]
+            if parts and parts[0] is not None:
+                self._train_prefix = Prefix(torch.cat([p.resid for p in parts]))
+        return self._train_prefix
 
     def metric(self, logits: torch.Tensor, data: TaskData) -> torch.Tensor:
         """Per-prompt logit difference ``[n]``."""

@@ -27,8 +27,9 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
     p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
     p.add_argument("--sites", default=None, help="SAE placement: comma list of the preset's SAE hooks to splice "
                    "(default: all), e.g. blocks.3.hook_resid_post")
-    p.add_argument("--max-rows", type=int, default=None, help="rows per evaluation forward (memory bound; default 1024, "
-                   "or fitted to the memory budget)")
+    p.add_argument("--max-rows", type=int, default=None, help="rows per evaluation forward (memory bound; default "
+                   "128 on CPU, where small batches run fastest (benchmarks/test_eval_rows.py), 1024 on CUDA; fitted to "
+                   "the memory budget when there is one)")
     p.add_argument("--max-memory", type=float, default=None, metavar="GB",
                    help="memory budget in GiB: every method's batch-like options and --max-rows are fitted to it by "
                    "bench plan's model (bench/budget.py); default: the device's memory when --device is cuda, none on CPU")
@@ -108,6 +109,13 @@ def _parse_options(items: list[str]) -> dict[str, dict]:
     return out
 
 
+def _default_max_rows(device: str) -> int:
+    """Rows per evaluation forward: results do not depend on it, only speed and memory. On CPU a
+    forward of 128 rows scores ~1.8x more rows per second than one of 1024 (two cores, embedded
+    world; benchmarks/eval_rows.json); accelerators want large batches."""
+    return 128 if str(device).startswith("cpu") else 1024
+
+
 def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tuple[str, ...] | None):
     from bench.harness import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig
 
@@ -130,8 +138,10 @@ def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tu
         preset=args.preset, tasks=tasks or DEFAULT_TASKS, methods=methods or DEFAULT_METHODS,
         error_policy=args.error_policy, ablation=args.ablation, seeds=seeds, n_train=n_train, n_test=n_test,
         grid_per_decade=3 if args.quick else 5, n_knockout=4, quick=args.quick,
+        # quick: train F and knockout on 32 prompts (the full run: 64), to stay a first look
+        n_train_eval=32 if args.quick else 64, n_knockout_prompts=32 if args.quick else 64,
         method_options=_parse_options(args.option), world_dir=args.world, device=args.device,
-        max_rows=1024 if args.max_rows is None else args.max_rows, sites=_csv(args.sites) if args.sites else (),
+        max_rows=_default_max_rows(args.device) if args.max_rows is None else args.max_rows, sites=_csv(args.sites) if args.sites else (),
     ), args)
 
 

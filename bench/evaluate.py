@@ -87,27 +87,31 @@ class Evaluator:
             lds = self.lds([full, empty], split)
             self.per_prompt[split] = {"m_model": plain, "m_sae": lds[0], "m_empty": lds[1]}
 
-    def baselines(self, split: str) -> dict[str, float]:
-        """Mean logit differences of the model, the model+SAEs and the empty circuit on ``split``."""
-        return {k: float(v.mean()) for k, v in self.per_prompt[split].items()}
+    def baselines(self, split: str, n: int | None = None) -> dict[str, float]:
+        """Mean logit differences of the model, the model+SAEs and the empty circuit on ``split``
+        (on its first ``n`` prompts if given)."""
+        return {k: float(v[:n].mean()) for k, v in self.per_prompt[split].items()}
 
-    def check_defined(self, split: str = "test") -> None:
-        b = self.baselines(split)
+    def check_defined(self, split: str = "test", n: int | None = None) -> None:
+        b = self.baselines(split, n)
         denoms = {"m(M+SAE) - m(empty)": b["m_sae"] - b["m_empty"], "m(M) - m(empty)": b["m_model"] - b["m_empty"],
                   "m(M+SAE)": b["m_sae"], "m(M)": b["m_model"]}
         for name, d in denoms.items():
             if d == 0 or not math.isfinite(d):
                 raise FaithfulnessUndefined(f"faithfulness undefined on {self.splits[split].data.name}/{split}: {name} is {d}")
 
-    def faithfulness(self, m_c: float, split: str) -> dict[str, float]:
-        self.check_defined(split)
-        b = self.baselines(split)
+    def faithfulness(self, m_c: float, split: str, n: int | None = None) -> dict[str, float]:
+        """The four forms for mean logit difference ``m_c`` measured on ``split`` (on its first
+        ``n`` prompts: the baselines are then taken on the same prompts)."""
+        self.check_defined(split, n)
+        b = self.baselines(split, n)
         return faithfulness_forms(m_c, b["m_sae"], b["m_empty"], b["m_model"])
 
-    def lds(self, masks: Sequence[Mapping[str, torch.Tensor]], split: str) -> torch.Tensor:
-        """Per-prompt logit differences ``[len(masks), n_prompts]`` on ``split``."""
+    def lds(self, masks: Sequence[Mapping[str, torch.Tensor]], split: str, n: int | None = None) -> torch.Tensor:
+        """Per-prompt logit differences ``[len(masks), n_prompts]`` on ``split`` (its first ``n`` prompts)."""
         sd = self.splits[split]
-        return stacked_logit_diff(self.spliced, sd.data, list(masks), sd.replacement, self.max_rows)
+        data = sd.data if n is None or n >= len(sd.data) else sd.data.subset(list(range(n)))
+        return stacked_logit_diff(self.spliced, data, list(masks), sd.replacement, self.max_rows)
 
     def complement(self, circuit: Circuit) -> dict[str, torch.Tensor]:
         """Every node kept except the circuit's latents, which are ablated at every position."""
@@ -116,8 +120,14 @@ class Evaluator:
             out[s][:, m.any(0)] = False
         return out
 
-    def knockout(self, circuit: Circuit, n_samples: int, seed: int, p: float = 0.5) -> list[tuple[float, float]]:
-        """``(F(M \\ K), F(C \\ K))`` on test for random latent subsets K (each latent in K w.p. p)."""
+    def knockout(self, circuit: Circuit, n_samples: int, seed: int, p: float = 0.5,
+                 n_prompts: int | None = None) -> list[tuple[float, float]]:
+        """``(F(M \\ K), F(C \\ K))`` on test for random latent subsets K (each latent in K w.p. p).
+
+        ``n_prompts``: use the first ``n_prompts`` test prompts only (a random subset, since the
+        split is a random draw), with baselines on the same prompts. Knockout is a secondary view
+        and costs ``2 n_samples`` circuit evaluations per circuit, so the run bounds it.
+        """
         g = torch.Generator().manual_seed(seed)
         with_k, without_k = [], []
         for _ in range(n_samples):
@@ -128,7 +138,7 @@ class Evaluator:
                 circ_minus[s] = m & ~in_k
             with_k.append(model_minus)
             without_k.append(circ_minus)
-        lds = self.lds(with_k + without_k, "test").mean(1).tolist()
-        fm = [self.faithfulness(v, "test")[HEADLINE] for v in lds[:n_samples]]
-        fc = [self.faithfulness(v, "test")[HEADLINE] for v in lds[n_samples:]]
+        lds = self.lds(with_k + without_k, "test", n_prompts).mean(1).tolist()
+        fm = [self.faithfulness(v, "test", n_prompts)[HEADLINE] for v in lds[:n_samples]]
+        fc = [self.faithfulness(v, "test", n_prompts)[HEADLINE] for v in lds[n_samples:]]
         return list(zip(fm, fc))

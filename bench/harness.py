@@ -58,6 +58,7 @@ class RunConfig:
     n_test: int = 128
     grid_per_decade: int = 5
     n_knockout: int = 4
+    n_knockout_prompts: int = 64  # knockout (a secondary view) runs on this many test prompts
     n_train_eval: int = 64  # train prompts the evaluator scores circuits on (train F); methods see all n_train
     headline_targets: tuple[int, ...] = HEADLINE_TARGETS
     quick: bool = False
@@ -369,7 +370,8 @@ def run_cell(setup: TaskSetup, method: Method, cfg: RunConfig, extra_sizes: list
         rows.append(dict(base, circuit=i, k=float(evals[i].size_nodes), metric="matched_size", value=float(t)))
     scores = {k: v.detach().cpu() for k, v in out.values.items()} if isinstance(out, Scores) else None
     for i in sorted(set(at.values()) | {chosen}):
-        for j, (fm, fc) in enumerate(ev.knockout(evals[i].circuit, cfg.n_knockout, seed=setup.seed * 7919 + i)):
+        for j, (fm, fc) in enumerate(ev.knockout(evals[i].circuit, cfg.n_knockout, seed=setup.seed * 7919 + i,
+                                               n_prompts=cfg.n_knockout_prompts)):
             rows.append(dict(base, circuit=i, sample=j, metric="knockout_model", value=fm))
             rows.append(dict(base, circuit=i, sample=j, metric="knockout_circuit", value=fc))
         rows += node_rows(base, i, evals[i].circuit, scores)

@@ -12,7 +12,8 @@ place:
   prompt, counterfactual); :class:`~bench.ablation.Replacement` hides which.
 
 ``stack_circuits`` evaluates many circuits in one forward: prompts are tiled once per circuit and
-each tile gets its own mask, which is far cheaper on small models than one forward per circuit.
+each tile gets its own mask, which is far cheaper on small models than one forward per circuit;
+the layers below the first site run once per prompt batch (:class:`~bench.spliced.Prefix`).
 """
 
 from __future__ import annotations
@@ -23,17 +24,18 @@ import torch
 
 from bench.ablation import Replacement
 from bench.data import TaskData, logit_diff
-from bench.spliced import SplicedModel, mask_edit
+from bench.spliced import Prefix, SplicedModel, mask_edit
 
 
 def run_masked(
-    spliced: SplicedModel, tokens: torch.Tensor, masks: Mapping[str, torch.Tensor],
+    spliced: SplicedModel, tokens: torch.Tensor | Prefix, masks: Mapping[str, torch.Tensor],
     replacement: Mapping[str, torch.Tensor],
 ) -> torch.Tensor:
     """Logits of the spliced model with ``f' = r + m (f - r)`` at every site in ``masks``.
 
     The one place that turns masks into latent edits. ``replacement[site]`` is ``[pos, d_sae]``
-    or already aligned with the rows of ``tokens`` (``[rows, pos, d_sae]``).
+    or already aligned with the rows of ``tokens`` (``[rows, pos, d_sae]``). ``tokens`` may be a
+    :class:`~bench.spliced.Prefix` of the same prompts.
     """
     edits = {s: mask_edit(m, replacement[s]) for s, m in masks.items()}
     return spliced.run(tokens, edits)
@@ -59,7 +61,7 @@ def group_mask_edit(mask: torch.Tensor, replacement: torch.Tensor, n_groups: int
 
 
 def run_group_masked(
-    spliced: SplicedModel, tokens: torch.Tensor, group_masks: Mapping[str, torch.Tensor],
+    spliced: SplicedModel, tokens: torch.Tensor | Prefix, group_masks: Mapping[str, torch.Tensor],
     replacement: Mapping[str, torch.Tensor], n_groups: int,
 ) -> torch.Tensor:
     """Logits for a batch of ``n_groups`` consecutive blocks of rows, block ``j`` edited with
@@ -105,6 +107,9 @@ def stacked_logit_diff(
         batch = data.subset(list(range(p0, min(n, p0 + prompts_per))))
         b = len(batch)
         repl = replacement.rows(p0, p0 + b)
+        # The layers below the first site, and its encoder, see the same prompts in every circuit's
+        # tile: run them once.
+        prefix = spliced.prefix(batch.clean, latents=True)
         per = max(1, max_rows // b)
         for c0 in range(0, len(circuits), per):
             chunk = circuits[c0 : c0 + per]
@@ -115,7 +120,8 @@ def stacked_logit_diff(
                 masks[s] = m.repeat_interleave(b, dim=0)  # row j: circuit j // b, prompt j % b
                 r = repl[s]
                 rows_repl[s] = r.repeat(c, 1, 1) if r.dim() == 3 else r
-            logits = run_masked(spliced, batch.clean.repeat(c, 1), masks, rows_repl)
+            inputs = prefix.repeat(c) if prefix is not None else batch.clean.repeat(c, 1)
+            logits = run_masked(spliced, inputs, masks, rows_repl)
             ld = logit_diff(logits, batch.clean_answer.repeat(c), batch.patch_answer.repeat(c))
             out[c0 : c0 + c, p0 : p0 + b] = ld.view(c, b).float().cpu()
     return out

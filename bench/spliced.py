@@ -42,6 +42,35 @@ ERROR_POLICIES: tuple[str, ...] = ("drop", "keep", "mean")
 Edit = Callable[[torch.Tensor], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class Prefix:
+    """The residual entering the first site's SAE, ``[batch, pos, d_model]``, for some prompts.
+
+    No edit can act below the first site, so every spliced run over the same prompts computes the
+    same prefix. Runs that repeat prompts (the evaluator stacks many circuits per batch, the mask
+    trains for many steps on the same train prompts, IG interpolates ``n_steps`` times) compute it
+    once and pass it to :meth:`SplicedModel.run` instead of tokens.
+    """
+
+    resid: torch.Tensor
+    # Optional: the first site's unedited latents ``[batch, pos, d_sae]`` (its SAE's encoding of
+    # ``resid``, BOS zeroed), so tiled runs skip that encoder too. Costs ``d_sae / d_model`` times
+    # the memory of ``resid``: the evaluator keeps it for one prompt batch at a time.
+    latents: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.resid)
+
+    def repeat(self, c: int) -> Prefix:
+        """The prompts tiled ``c`` times along the batch (like ``tokens.repeat(c, 1)``)."""
+        lat = None if self.latents is None else self.latents.repeat(c, 1, 1)
+        return Prefix(self.resid.repeat(c, 1, 1), lat)
+
+    def index(self, idx: torch.Tensor) -> Prefix:
+        idx = idx.to(self.resid.device)
+        return Prefix(self.resid[idx], None if self.latents is None else self.latents[idx])
+
+
 @dataclass
 class PassCounter:
     """Counts model forward/backward passes for the cost metrics.
@@ -173,13 +202,15 @@ class SplicedModel:
     def substitute(
         self, site: str, x: torch.Tensor, edit: Edit | None = None,
         capture: dict[str, torch.Tensor] | None = None, means: Mapping[str, torch.Tensor] | None = None,
+        latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The residual that replaces ``x [batch, pos, d_model]`` at ``site`` (see module doc)."""
+        """The residual that replaces ``x [batch, pos, d_model]`` at ``site`` (see module doc).
+
+        ``latents``: ``encode`` of ``x`` computed earlier (BOS already zeroed), to skip the encoder.
+        """
         sae = self.saes[site]
         means = self.error_means if means is None else means
-        f = sae.encode(x)
-        if self.bos_passthrough:
-            f = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:]], dim=1)
+        f = self.encode(site, x) if latents is None else latents.to(x.device, x.dtype)
         f_edit = edit(f) if edit is not None else f
         if capture is not None:
             capture[site] = f_edit
@@ -192,14 +223,24 @@ class SplicedModel:
             out = torch.cat([x[:, :1], out[:, 1:]], dim=1)
         return out
 
-    def run_from(self, site: str, x: torch.Tensor, edits: Mapping[str, Edit] | None = None) -> torch.Tensor:
+    def encode(self, site: str, x: torch.Tensor) -> torch.Tensor:
+        """The site's SAE latents of residual ``x``, with BOS read as zero (see module doc)."""
+        f = self.saes[site].encode(x)
+        if self.bos_passthrough:
+            f = torch.cat([torch.zeros_like(f[:, :1]), f[:, 1:]], dim=1)
+        return f
+
+    def run_from(self, site: str, x: torch.Tensor, edits: Mapping[str, Edit] | None = None,
+                 capture: dict[str, torch.Tensor] | None = None, fraction: float | None = None,
+                 latents: torch.Tensor | None = None) -> torch.Tensor:
         """Last-position logits ``[batch, 1, d_vocab]`` when the residual entering ``site``'s SAE is ``x``.
 
         The layers before the site are skipped: the remainder starts at block ``L`` for
         ``blocks.L.hook_resid_pre`` and at block ``L + 1`` for ``blocks.L.hook_resid_post``; the
         SAEs spliced downstream are those strictly after ``site`` in forward order. ``edits`` may
         hold ``site`` and downstream sites. Used by exact patching, where only the site's latents
-        change and re-running the layers below would recompute the same residual.
+        change and re-running the layers below would recompute the same residual. ``fraction``
+        overrides the share of the model the pass is counted as (see :meth:`run`).
         """
         edits = dict(edits or {})
         if site not in self.saes:
@@ -209,13 +250,41 @@ class SplicedModel:
         upstream = sorted(s for s in edits if s in self.saes and _site_key(s) < key)
         if upstream:
             raise ValueError(f"run_from({site!r}): edits for upstream sites {upstream} cannot apply")
-        out = self.substitute(site, x.to(self.device), edits.pop(site, None))
+        if self.error_policy == "mean" and site not in self.error_means:
+            raise RuntimeError("error policy 'mean' needs fit_error_means(...) first")
+        out = self.substitute(site, x.to(self.device), edits.pop(site, None), capture, latents=latents)
         after = self._subset(lambda s: _site_key(s) > key)
-        with after.spliced(edits):
+        with after.spliced(edits, capture):
             resid = self.model(out, start_at_layer=start, stop_at_layer=self.model.cfg.n_layers)
         logits = self._head(resid)
-        self._count(logits, len(x), (self.model.cfg.n_layers - start) / self.model.cfg.n_layers)
+        n_layers = self.model.cfg.n_layers
+        self._count(logits, len(x), (n_layers - start) / n_layers if fraction is None else fraction)
         return logits
+
+    def _prefix_start(self) -> int | None:
+        """The block a run resumes at after the first site, or None when the first site is not a
+        residual hook (or there is none): then runs start from the tokens."""
+        if not self.saes or _RESID.fullmatch(self.sites[0]) is None:
+            return None
+        return start_block(self.sites[0])
+
+    @torch.no_grad()
+    def prefix(self, tokens: torch.Tensor, count: bool = True, latents: bool = False) -> Prefix | None:
+        """The residual entering the first site for ``tokens`` (None if the sites do not allow it),
+        with the first site's latents if ``latents``.
+
+        Counted as a forward through the blocks below the first site.
+        """
+        start = self._prefix_start()
+        if start is None:
+            return None
+        resid = self.model(tokens.to(self.device), stop_at_layer=start)
+        f = self.encode(self.sites[0], resid) if latents else None
+        if count:
+            self.counter.forward_calls += 1
+            self.counter.forward_prompts += len(tokens)
+            self.counter.forward_model_fraction += len(tokens) * start / self.model.cfg.n_layers
+        return Prefix(resid, f)
 
     @torch.no_grad()
     def site_inputs(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -233,10 +302,19 @@ class SplicedModel:
         return store
 
     def run(
-        self, tokens: torch.Tensor, edits: Mapping[str, Edit] | None = None,
+        self, tokens: torch.Tensor | Prefix, edits: Mapping[str, Edit] | None = None,
         capture: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Last-position logits ``[batch, 1, d_vocab]`` of the spliced model with optional latent edits."""
+        """Last-position logits ``[batch, 1, d_vocab]`` of the spliced model with optional latent edits.
+
+        ``tokens`` may be a :class:`Prefix` computed earlier for the same prompts; the run then
+        starts at the first site and is counted as the share of the model it runs. From tokens,
+        the prefix and the rest run back to back and count as one full pass.
+        """
+        if isinstance(tokens, Prefix):
+            return self.run_from(self.sites[0], tokens.resid, edits, capture, latents=tokens.latents)
+        if self._prefix_start() is not None:
+            return self.run_from(self.sites[0], self.prefix(tokens, count=False).resid, edits, capture, fraction=1.0)
         tokens = tokens.to(self.device)
         with self.spliced(edits, capture):
             resid = self.model(tokens, stop_at_layer=self.model.cfg.n_layers)

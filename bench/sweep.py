@@ -47,7 +47,6 @@ AXES = ("error_policy", "ablation", "sites", "preset", "tasks", "methods", "seed
 VERDICT_COLUMNS = ("setting", "task", "target", "k", "method", "vs", "diff", "lo", "hi", "verdict", "n_seeds")
 FIGURE_NAME = "sweep_verdicts"
 N_BOOT = 2000  # as each setting's report.md, so the sweep's verdicts are the reports' verdicts
-_DEFAULT_MAX_ROWS = next(f.default for f in dataclasses.fields(RunConfig) if f.name == "max_rows")
 _SITE = re.compile(r"^blocks\.(\d+)\.hook_resid_post$")
 
 
@@ -284,12 +283,12 @@ def _budget_per_setting(args, base: RunConfig, grid: dict):
     ``--max-rows`` to its preset, tasks, seeds and methods; where the grid changes one of those, each
     point gets its own fit, from the user's own options (``base`` holds the fit of the command line)."""
     from bench.budget import apply_budget, run_budget
-    from bench.commands import _parse_options
+    from bench.commands import _default_max_rows, _parse_options
 
     if run_budget(args)[0] is None or not set(grid) & {"preset", "tasks", "methods", "seeds", "sites"}:
         return None
     raw = dataclasses.replace(base, method_options=_parse_options(args.option),
-                              max_rows=_DEFAULT_MAX_ROWS if args.max_rows is None else args.max_rows)
+                              max_rows=_default_max_rows(args.device) if args.max_rows is None else args.max_rows)
     return lambda cfg: apply_budget(dataclasses.replace(cfg, method_options=raw.method_options, max_rows=raw.max_rows), args)
 
 

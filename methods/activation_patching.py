@@ -30,7 +30,7 @@ from bench.masked import one_node_per_row_edit
 @dataclass(frozen=True)
 class ActivationPatchingConfig(MethodConfig):
     max_prompts: int = 8
-    forward_batch: int = 512
+    forward_batch: int = 128  # rows per forward; 128 runs fastest on CPU (1.4x over 512 on dict); raise it on a GPU
 
     def __post_init__(self) -> None:
         if self.max_prompts < 1 or self.forward_batch < 1:
@@ -39,7 +39,7 @@ class ActivationPatchingConfig(MethodConfig):
 
 class ActivationPatching(Method):
     name = "activation_patching"
-    version = "2"
+    version = "3"
     kind = "scores"
     Config = ActivationPatchingConfig
     quick_overrides = {"max_prompts": 3}
@@ -61,6 +61,8 @@ class ActivationPatching(Method):
             score = torch.zeros(data.n_pos, spliced.d_sae(site), device=spliced.device)
             nodes = ctx.candidates[site].nonzero()  # [n_nodes, 2] (pos, latent)
             r = repl[site]
+            # The site's clean latents are the same in every row: encode once, not per row.
+            f_site = spliced.encode(site, inputs[site].to(spliced.device))
             for i in range(0, len(nodes), per_chunk):
                 chunk = nodes[i : i + per_chunk]
                 c = len(chunk)
@@ -70,7 +72,8 @@ class ActivationPatching(Method):
                 lat = chunk[:, 1].repeat_interleave(n)
                 prompt = prompt_of_row.repeat(c)
                 value = r[prompt, pos, lat] if r.dim() == 3 else r[pos, lat]
-                logits = spliced.run_from(site, inputs[site].repeat(c, 1, 1), {site: one_node_per_row_edit(rows, pos, lat, value)})
+                logits = spliced.run_from(site, inputs[site].repeat(c, 1, 1), {site: one_node_per_row_edit(rows, pos, lat, value)},
+                                          latents=f_site.repeat(c, 1, 1))
                 ld = logit_diff(logits, data.clean_answer.repeat(c), data.patch_answer.repeat(c))
                 delta = (base.repeat(c) - ld).view(c, n)
                 score[chunk[:, 0], chunk[:, 1]] = delta.mean(1)

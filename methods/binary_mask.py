@@ -284,7 +284,9 @@ class BinaryMask(Method):
         """Per-lambda task-loss term ``[L]`` and sparsity term ``[L]`` of one step's concatenated batch."""
         batch = ctx.train.subset(idx)
         repl = ctx.replacement.index(idx)
-        ld = ctx.metric(run_group_masked(ctx.spliced, batch.clean, masks, repl, L), batch).view(L, -1)
+        prefix = ctx.train_prefix()
+        inputs = prefix.index(idx) if prefix is not None else batch.clean
+        ld = ctx.metric(run_group_masked(ctx.spliced, inputs, masks, repl, L), batch).view(L, -1)
         ref = ld_ref[idx.to(ld_ref.device)].view(L, -1)
         if self.config.loss == "per_prompt":
             faith = (ref - ld).abs().mean(1)

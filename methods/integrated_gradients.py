@@ -22,7 +22,7 @@ import torch
 
 from bench.data import logit_diff
 from bench.masked import run_masked
-from bench.api import Method, MethodConfig, MethodContext, Scores
+from bench.api import Method, MethodConfig, MethodContext, Prefix, Scores
 
 PATHS = ("per_sae", "joint")
 RULES = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
@@ -68,11 +68,17 @@ class IntegratedGradients(Method):
                 shared = {s: r for s, r in repl.items() if r.dim() == 2}
                 per_prompt = [repl[s] if repl[s].dim() == 3 else torch.zeros(b, 0) for s in group]
 
+                # The layers below the first site are the same at every interpolation step: they
+                # run once (ctx.train_prefix) and captum tiles their output like any other arg.
+                prefix = ctx.train_prefix()
+                inputs0 = prefix.resid[start : start + b] if prefix is not None else batch.clean
+
                 def forward(*args: torch.Tensor, group=group, shared=shared) -> torch.Tensor:
                     k = len(group)
-                    masks, clean, ca, pa, reps = args[:k], args[k], args[k + 1], args[k + 2], args[k + 3 :]
+                    masks, x, ca, pa, reps = args[:k], args[k], args[k + 1], args[k + 2], args[k + 3 :]
                     repl_rows = {s: shared[s] if s in shared else r for s, r in zip(group, reps)}
-                    return logit_diff(run_masked(ctx.spliced, clean, dict(zip(group, masks)), repl_rows), ca, pa)
+                    x = Prefix(x) if x.is_floating_point() else x
+                    return logit_diff(run_masked(ctx.spliced, x, dict(zip(group, masks)), repl_rows), ca, pa)
 
                 inputs = tuple(
                     torch.ones(b, ctx.train.n_pos, ctx.spliced.d_sae(s), device=ctx.spliced.device) for s in group
@@ -80,7 +86,7 @@ class IntegratedGradients(Method):
                 baselines = tuple(torch.zeros_like(x) for x in inputs)
                 attr = CaptumIG(forward).attribute(
                     inputs, baselines=baselines, n_steps=cfg.n_steps, method=cfg.rule,
-                    additional_forward_args=(batch.clean, batch.clean_answer, batch.patch_answer, *per_prompt),
+                    additional_forward_args=(inputs0, batch.clean_answer, batch.patch_answer, *per_prompt),
                     internal_batch_size=max(b, cfg.internal_batch_size),
                 )
                 for s, a in zip(group, attr):

@@ -109,6 +109,13 @@ def _edit_flip(f):
     return f.flip(-1)
 
 
+def _hooked(sp, toks, edits):
+    """Independent reference: TL's own full forward with the SAE hooks installed (``run`` and
+    ``run_from`` both start mid-model; this one runs every block from the tokens)."""
+    with torch.no_grad(), sp.spliced(edits):
+        return sp.model(toks)[:, -1:]
+
+
 # Tolerance: run_from and run do the same fp32 operations on the same inputs (on CPU they agree
 # bit for bit); 1e-5 allows for kernels that block a batch differently. Starting one block off,
 # or dropping a downstream SAE or edit, moves logits by O(0.1-1) here (the edit effect is checked).
@@ -119,13 +126,14 @@ def test_run_from_equals_full_run_with_edits(build, policy):
     sp = SplicedModel(model, _saes(hooks, kind), policy)
     toks = _toy_data().clean
     inputs = sp.site_inputs(toks)
-    plain = sp.run(toks)
+    plain = _hooked(sp, toks, {})
     for i, site in enumerate(sp.sites):
         for edits in ({}, {site: _edit_scale}, {site: _edit_scale, **{s: _edit_flip for s in sp.sites[i + 1 : i + 2]}}):
-            full = sp.run(toks, edits)
+            full = _hooked(sp, toks, edits)
             if edits:
                 assert (full - plain).abs().max() > 1e-2  # the edit is not a no-op
             assert torch.allclose(sp.run_from(site, inputs[site], edits), full, atol=1e-5), (site, list(edits))
+            assert torch.allclose(sp.run(toks, edits), full, atol=1e-5), (site, list(edits))
 
 
 def test_activation_patching_equals_brute_force_on_gpt2_resid_pre():

@@ -181,7 +181,7 @@ def test_the_run_budget_comes_from_the_flag_or_cuda_and_is_absent_on_cpu(tiny, m
     monkeypatch.setattr(B, "fitter", lambda *a, **k: pytest.fail("planned without a budget"))
     args = ns()
     cfg = _config(args, args.tasks, args.methods)
-    assert cfg.method_options == {} and cfg.max_rows == 1024
+    assert cfg.method_options == {} and cfg.max_rows == 128  # the CPU default (benchmarks/test_eval_rows.py)
     monkeypatch.undo()
     # CUDA: the device's total memory (a fake 1.2 GiB device)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -195,7 +195,7 @@ def test_the_run_budget_comes_from_the_flag_or_cuda_and_is_absent_on_cpu(tiny, m
     with caplog.at_level(logging.INFO, logger="bench"):
         args = ns("--max-memory", "1.2")
         cfg = _config(args, args.tasks, args.methods)
-    assert cfg.method_options["binary_mask"]["max_rows"] < 256 and cfg.max_rows < 1024
+    assert cfg.method_options["binary_mask"]["max_rows"] < 256 and cfg.max_rows <= 128
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("budget: ")]
     assert sorted(line.split()[1] for line in lines) == ["attribution_patching", "binary_mask", "evaluator"]
 

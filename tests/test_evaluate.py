@@ -73,6 +73,14 @@ def test_knockout_limits_are_exact(linear):
     assert all(fm == pytest.approx(1.0, abs=1e-6) and fc == pytest.approx(f_c, abs=1e-6) for fm, fc in none)
     every = ev.knockout(c, 2, seed=0, p=1.0)  # K = every latent of C: C \ K = ∅, M \ K = the complement
     assert all(fc == pytest.approx(0.0, abs=1e-6) and fm == pytest.approx(f_comp, abs=1e-6) for fm, fc in every)
+    # On the first n test prompts the baselines must be those prompts' too: M \ ∅ is exactly 1 and
+    # C \ ∅ is C's F recomputed by hand on the same prompts (full-split baselines would miss both).
+    n = 3
+    lds = ev.lds([c.masks, ev.universe, {s: torch.zeros_like(u) for s, u in ev.universe.items()}], "test")[:, :n].mean(1)
+    f_sub = (lds[0] - lds[2]) / (lds[1] - lds[2])
+    assert abs(f_sub - f_c) > 1e-3  # the subset differs from the whole split, so the check can fail
+    for fm, fc in ev.knockout(c, 2, seed=0, p=0.0, n_prompts=n):
+        assert fm == pytest.approx(1.0, abs=1e-6) and fc == pytest.approx(float(f_sub), abs=1e-5)
 
 
 def test_top_k_ties_nesting_and_universe():

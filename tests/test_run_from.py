@@ -7,7 +7,7 @@ import torch
 
 from bench.errors import InputError
 from bench.spliced import SplicedModel, start_block
-from tests.test_architectures import _context, _edit_flip, _edit_scale, _gpt2_like, _saes, _toy_data
+from tests.test_architectures import _context, _edit_flip, _edit_scale, _gpt2_like, _hooked, _saes, _toy_data
 
 # Given in scrambled order; forward order is 0.pre, 1.post, 2.pre (same residual as 1.post), 2.post, 3.pre.
 MIXED = ["blocks.2.hook_resid_post", "blocks.3.hook_resid_pre", "blocks.2.hook_resid_pre",
@@ -45,10 +45,10 @@ def test_run_from_equals_full_run_with_mixed_sites():
     sp = _mixed()
     toks = _toy_data().clean
     inputs = sp.site_inputs(toks)
-    plain = sp.run(toks)
+    plain = _hooked(sp, toks, {})
     for i, site in enumerate(sp.sites):
         edits = {site: _edit_scale, **{s: _edit_flip for s in sp.sites[i + 1 :]}}
-        full = sp.run(toks, edits)
+        full = _hooked(sp, toks, edits)
         assert (full - plain).abs().max() > 1e-2
         assert torch.allclose(sp.run_from(site, inputs[site], edits), full, atol=1e-5), site
 
@@ -118,3 +118,35 @@ def test_activation_patching_pass_count_by_hand():
     assert d["forward_prompts"] == n + n * sum(nodes.values())
     assert d["forward_model_fraction"] == pytest.approx(n + sum(n * k * (4 - start[s]) / 4 for s, k in nodes.items()))
     assert d["backward_prompts"] == 0
+
+
+def test_a_prefix_run_equals_the_hooked_full_run_and_counts_its_share():
+    # The prefix (blocks below the first site) is computed once and tiled, as the evaluator does;
+    # the result must equal TL's full hooked forward on the tiled tokens (tolerance as above), and
+    # prefix + rest must count as exactly one full pass per prompt.
+    sp = _mixed()  # first site blocks.0.hook_resid_pre: the prefix is the embedding only
+    for first in (FORWARD[0], FORWARD[1]):
+        sub = sp.with_sites(FORWARD[FORWARD.index(first):])
+        assert sub.sites[0] == first
+        toks = _toy_data().clean
+        edits = {s: _edit_flip for s in sub.sites[1:2]} | {first: _edit_scale}
+        before = sub.counter.snapshot()
+        pre = sub.prefix(toks)
+        got = sub.run(pre.repeat(3), edits)
+        d = sub.counter.since(before)
+        want = _hooked(sub, toks.repeat(3, 1), edits)
+        assert torch.allclose(got, want, atol=1e-5), first
+        # With the first site's latents cached too (the evaluator's path), on a subset of rows.
+        idx = torch.tensor([5, 0, 5, 2])
+        got_lat = sub.run(sub.prefix(toks, count=False, latents=True).index(idx), edits)
+        assert torch.allclose(got_lat, _hooked(sub, toks[idx], edits), atol=1e-5), first
+        start = start_block(first)
+        assert d["forward_calls"] == 2 and d["forward_prompts"] == 8 + 24
+        assert d["forward_model_fraction"] == pytest.approx(8 * start / 4 + 24 * (4 - start) / 4)
+
+
+def test_mean_policy_without_fitted_means_refuses_a_prefix_run():
+    sp = _mixed("mean")
+    toks = _toy_data().clean
+    with pytest.raises(RuntimeError, match="fit_error_means"):
+        sp.run(sp.prefix(toks))
