@@ -33,7 +33,7 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
     p.add_argument("--max-memory", type=float, default=None, metavar="GB",
                    help="memory budget in GiB: every method's batch-like options and --max-rows are fitted to it by "
                    "bench plan's model (bench/budget.py); default: the device's memory when --device is cuda, none on CPU")
-    p.add_argument("--n-train", type=int, default=None, help="train prompts per task and seed (default 128; quick 64)")
+    p.add_argument("--n-train", type=int, default=None, help="train prompts per task and seed (default 128, or a task's own default: IOI 512; quick 64 for every task)")
     p.add_argument("--n-test", type=int, default=None, help="test prompts per task and seed (default 128; quick 64)")
     p.add_argument("--quick", action="store_true", help="smaller sweep, for a first look")
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
@@ -116,6 +116,23 @@ def _default_max_rows(device: str) -> int:
     return 128 if str(device).startswith("cpu") else 1024
 
 
+def _task_n_train(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[str, int]:
+    """Tasks' own train sizes (e.g. IOI: 512), where the user gave no --n-train and the run is not --quick."""
+    if args.n_train is not None or args.quick:
+        return {}
+    from bench.harness import load_task
+
+    out = {}
+    for name in tasks:
+        try:
+            n = getattr(load_task(name), "n_train", None)
+        except Exception:  # noqa: BLE001 - a bad task is reported by the run itself, with its one line
+            continue
+        if n:
+            out[name] = int(n)
+    return out
+
+
 def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tuple[str, ...] | None):
     from bench.harness import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig
 
@@ -134,8 +151,9 @@ def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tu
         seeds = (0,) if args.quick else (0, 1, 2)
     from bench.budget import apply_budget
 
+    tasks = tasks or DEFAULT_TASKS
     return apply_budget(RunConfig(
-        preset=args.preset, tasks=tasks or DEFAULT_TASKS, methods=methods or DEFAULT_METHODS,
+        preset=args.preset, tasks=tasks, methods=methods or DEFAULT_METHODS, task_n_train=_task_n_train(args, tasks),
         error_policy=args.error_policy, ablation=args.ablation, seeds=seeds, n_train=n_train, n_test=n_test,
         grid_per_decade=3 if args.quick else 5, n_knockout=4, quick=args.quick,
         # quick: train F and knockout on 32 prompts (the full run: 64), to stay a first look

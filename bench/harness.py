@@ -56,6 +56,9 @@ class RunConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     n_train: int = 128
     n_test: int = 128
+    # Tasks that need more train prompts than n_train so that no method overfits by default
+    # (task name -> n; filled from a task's own ``n_train`` unless --n-train is given).
+    task_n_train: dict = field(default_factory=dict)
     grid_per_decade: int = 5
     n_knockout: int = 4
     n_knockout_prompts: int = 64  # knockout (a secondary view) runs on this many test prompts
@@ -67,6 +70,10 @@ class RunConfig:
     device: str = "cpu"
     max_rows: int = 1024
     sites: tuple[str, ...] = ()  # SAE placement: the preset's SAEs to splice (empty: all of them)
+
+    def train_size(self, task_name: str) -> int:
+        """Train prompts for ``task_name``: its own default where it has one, else ``n_train``."""
+        return int(self.task_n_train.get(task_name, self.n_train))
 
     def __post_init__(self) -> None:
         if self.error_policy not in ERROR_POLICIES:
@@ -162,9 +169,10 @@ def setup_task(task, world, cfg: RunConfig, seed: int) -> TaskSetup:
     """Tokenize, split, fit the ablation, the candidates and the universe, build the evaluator."""
     spliced = world.spliced
     # Generate enough records for both splits; pairs come in groups of up to 2.
-    records = task.records(2 * (cfg.n_train + cfg.n_test), seed=seed)
+    n_train = cfg.train_size(task.name)
+    records = task.records(2 * (n_train + cfg.n_test), seed=seed)
     data = tokenize_records(records, world.tokenizer, task.name, task.version, source=str(getattr(task, "path", task.name)))
-    train, test = split_train_test(data, cfg.n_train, cfg.n_test, seed)
+    train, test = split_train_test(data, n_train, cfg.n_test, seed)
     if cfg.error_policy == "mean":
         spliced.fit_error_means(train.patch)
     repl_train = make_replacement(cfg.ablation, spliced, train, train)

@@ -73,6 +73,17 @@ def summary(df: pd.DataFrame, n_boot: int = 2000) -> dict[str, pd.DataFrame]:
     return verdict.build(df, n_boot)
 
 
+def _train_sizes(df: pd.DataFrame, cfg: dict) -> str:
+    """The run's train size, with the tasks that used their own (from the rows' n_train column)."""
+    base = cfg.get("n_train", "?")
+    own = {}
+    if "n_train" in df and "task" in df:
+        for task, n in df.dropna(subset=["n_train"]).groupby("task").n_train.max().items():
+            if n != base:
+                own[task] = int(n)
+    return f"{base}" + (" (" + ", ".join(f"{t}: {n}" for t, n in sorted(own.items())) + ")" if own else "")
+
+
 def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2000) -> Path:
     results = Path(results)
     t = summary(df, n_boot)
@@ -83,7 +94,7 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
         "# SAE-latent circuit discovery: benchmark report", "",
         f"Preset `{cfg.get('preset', '?')}`, error policy `{cfg.get('error_policy', '?')}`, ablation "
         f"`{cfg.get('ablation', '?')}`, seeds {seeds} (a seed changes the data draw, the split and each method's "
-        f"randomness), {cfg.get('n_train', '?')} train / {cfg.get('n_test', '?')} test prompts per task and seed. "
+        f"randomness), {_train_sizes(df, cfg)} train / {cfg.get('n_test', '?')} test prompts per task and seed. "
         "Methods see the train split only.", "",
         f"Faithfulness is the headline form {F_NAME} on the **held-out test split** unless a column says otherwise; "
         "m = mean logit difference, everything outside the circuit mean-ablated (the run's ablation). "

@@ -78,7 +78,7 @@ def _world(cfg: RunConfig):
 
 
 def _setup(cfg: RunConfig, task_name: str, seed: int):
-    key = ("setup", cfg.preset, cfg.error_policy, cfg.ablation, cfg.device, cfg.world_dir, cfg.n_train, cfg.n_test,
+    key = ("setup", cfg.preset, cfg.error_policy, cfg.ablation, cfg.device, cfg.world_dir, cfg.train_size(task_name), cfg.n_test,
            cfg.max_rows, cfg.sites, task_name, seed)
     if key not in _CACHE:
         setups = [k for k in _CACHE if k[0] == "setup"]
@@ -114,9 +114,10 @@ def _check_task(task_name: str, world, cfg: RunConfig, seed: int) -> tuple[str, 
     """Records, tokens and split of one task and seed, in the driver (cheap): bad task input is
     reported once, before any worker starts. Returns (name, version, n_train, n_test)."""
     task = load_task(task_name)
-    records = task.records(2 * (cfg.n_train + cfg.n_test), seed=seed)
+    n_train = cfg.train_size(task.name)
+    records = task.records(2 * (n_train + cfg.n_test), seed=seed)
     data = tokenize_records(records, world.tokenizer, task.name, task.version, source=str(getattr(task, "path", task.name)))
-    train, test = split_train_test(data, cfg.n_train, cfg.n_test, seed)
+    train, test = split_train_test(data, n_train, cfg.n_test, seed)
     return task.name, task.version, len(train), len(test)
 
 

@@ -24,6 +24,9 @@ class Task(ABC):
     name: str = ""
     version: str = "1"
     description: str = ""
+    # Train prompts per seed that ``bench all`` uses for this task when --n-train is not given
+    # (None: the run's default). Set where the default would let a method overfit (say measured how).
+    n_train: int | None = None
 
     @abstractmethod
     def records(self, n: int, seed: int) -> list[dict[str, str]]:

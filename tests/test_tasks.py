@@ -130,3 +130,19 @@ def test_identical_answers_are_an_error_even_among_good_records(tiny_world):
     good = SubjectVerbAgreement().records(12, 0)
     with pytest.raises(TaskFileError, match="mine.jsonl: record 3: clean_answer and patch_answer are the same token"):
         tokenize_records([*good[:3], {**GOOD, "patch_answer": " go"}, *good[3:]], tiny_world.tokenizer, "mine", "1", "mine.jsonl")
+
+
+def test_a_task_can_ask_for_more_train_prompts_than_the_run_default():
+    # IOI overfits with 128 train prompts (README, "Train vs test"), so it asks for 512; --n-train
+    # and --quick mean the user chose, so then every task gets the same size.
+    from bench.cli import build_parser
+    from bench.commands import _config
+
+    def cfg(*extra):
+        args = build_parser().parse_args(["all", *extra])
+        return _config(args, None, None)
+
+    full = cfg()
+    assert full.train_size("ioi") == 512 and full.train_size("sva") == full.n_train == 128
+    assert cfg("--n-train", "64").train_size("ioi") == 64
+    assert cfg("--quick").train_size("ioi") == 64
