@@ -28,10 +28,17 @@ def _views(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, verd
 
 
 def _band(v: verdict.TaskView, d: pd.DataFrame, column: str = "test_ld") -> pd.DataFrame:
-    """Mean over seeds and 95% interval at each size of ``d`` (one circuit per seed and size)."""
+    """Mean over seeds and 95% interval at each size of ``d`` (one circuit per seed and size).
+
+    Only sizes evaluated in every seed are drawn: a size only one seed has (another seed's mask
+    produced it) would average one seed where its neighbours average all, and zig-zag the line.
+    """
     rows = []
     d = d[d[column].map(len) > 0]  # the complement is measured at the grid and matched sizes only
+    n_seeds = len(v.seeds)
     for k, g in d.groupby("size_nodes"):
+        if g.seed.nunique() < n_seeds:
+            continue
         per = {int(r.seed): v.f_stat(int(r.seed), getattr(r, column)) for r in g.itertuples()}
         est, lo, hi = v.boot.combine(per)
         rows.append({"size": k, "latents": g.size_latents.mean(), "F": est, "lo": lo, "hi": hi})
