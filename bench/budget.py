@@ -273,7 +273,9 @@ def fitter(preset, cfg, dtype: str | None = None, seq_len: int | None = None) ->
     from bench.presets import get_preset
 
     p = get_preset(preset) if isinstance(preset, str) else preset
-    st = Settings.defaults(n_train=cfg.n_train, n_test=cfg.n_test, seq_len=seq_len or DEFAULT_SEQ_LEN,
+    # The largest train split of the run's tasks (a task may ask for more than n_train, e.g. IOI).
+    n_train = max([cfg.n_train, *(cfg.train_size(t) for t in cfg.tasks)])
+    st = Settings.defaults(n_train=n_train, n_test=cfg.n_test, seq_len=seq_len or DEFAULT_SEQ_LEN,
                            dtype=dtype or p.dtype, error_policy=cfg.error_policy, ablation=cfg.ablation)
     key = (p, cfg.world_dir, tuple(cfg.sites), cfg.quick, st.n_train, st.n_test, st.seq_len, st.dtype,
            st.error_policy, st.ablation)

@@ -124,8 +124,8 @@ class Evaluator:
                  n_prompts: int | None = None) -> list[tuple[float, float]]:
         """``(F(M \\ K), F(C \\ K))`` on test for random latent subsets K (each latent in K w.p. p).
 
-        ``n_prompts``: use the first ``n_prompts`` test prompts only (a random subset, since the
-        split is a random draw), with baselines on the same prompts. Knockout is a secondary view
+        ``n_prompts``: use the first ``n_prompts`` test prompts only (in record order: a random draw
+        for generated tasks, the file's order for a task file), with baselines on the same prompts. Knockout is a secondary view
         and costs ``2 n_samples`` circuit evaluations per circuit, so the run bounds it.
         """
         g = torch.Generator().manual_seed(seed)

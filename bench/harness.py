@@ -196,6 +196,9 @@ def setup_task(task, world, cfg: RunConfig, seed: int) -> TaskSetup:
 def discover(method: Method, ctx: MethodContext) -> tuple[Scores | CircuitSet, CostMeter]:
     """Step 1: the method's own work on the train split, with its cost."""
     torch.manual_seed(ctx.seed)
+    # The context is shared by every method of a task and seed: each method pays for its own cached
+    # train prefix (MethodContext.train_prefix), whichever ran first.
+    ctx._train_prefix = None
     with CostMeter(ctx.spliced.counter, ctx.spliced.device) as cost:
         out = method.discover(ctx)
     return out, cost

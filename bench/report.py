@@ -84,6 +84,15 @@ def _train_sizes(df: pd.DataFrame, cfg: dict) -> str:
     return f"{base}" + (" (" + ", ".join(f"{t}: {n}" for t, n in sorted(own.items())) + ")" if own else "")
 
 
+def _test_sizes(df: pd.DataFrame, cfg: dict) -> str:
+    """The configured test size, or the range the rows actually have (a split can hold one more
+    prompt when records come in pairs)."""
+    if "n_test" not in df or df.n_test.dropna().empty:
+        return str(cfg.get("n_test", "?"))
+    lo, hi = int(df.n_test.min()), int(df.n_test.max())
+    return str(lo) if lo == hi else f"{lo}–{hi}"
+
+
 def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2000) -> Path:
     results = Path(results)
     t = summary(df, n_boot)
@@ -94,7 +103,7 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
         "# SAE-latent circuit discovery: benchmark report", "",
         f"Preset `{cfg.get('preset', '?')}`, error policy `{cfg.get('error_policy', '?')}`, ablation "
         f"`{cfg.get('ablation', '?')}`, seeds {seeds} (a seed changes the data draw, the split and each method's "
-        f"randomness), {_train_sizes(df, cfg)} train / {cfg.get('n_test', '?')} test prompts per task and seed. "
+        f"randomness), {_train_sizes(df, cfg)} train / {_test_sizes(df, cfg)} test prompts per task and seed. "
         "Methods see the train split only.", "",
         f"Faithfulness is the headline form {F_NAME} on the **held-out test split** unless a column says otherwise; "
         "m = mean logit difference, everything outside the circuit mean-ablated (the run's ablation). "
@@ -110,12 +119,18 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
         markdown_table(headline_wide(t["matched"])), "",
         "## Verdict: paired differences at matched sizes", "",
         "F(mask) − F(other) with a paired bootstrap over prompts and seeds. **beats**: the interval lies above 0; "
-        "**loses**: below 0; **tied**: it contains 0.", "",
+        "**loses**: below 0; **tied**: it contains 0; **saturated**: both mean F ≥ 0.95, where a difference is "
+        "overshoot above 1 rather than a smaller faithful circuit (shown, not counted). `sizes`: the mask circuit's "
+        "size in each seed (a wide spread widens the interval). activation_patching is the noising effect averaged "
+        "over its first `diag_prompts_used` train prompts only (8 by default; every other method sees the whole "
+        "train split), and its split-half reliability is in the cost table: where it is near 0 its verdicts say "
+        "nothing about exact patching.", "",
     ]
     pw = t["pairwise"].copy()
     if not pw.empty:
         pw["F(mask) − F(other)"] = [ci(r["diff"], r.lo, r.hi) for _, r in pw.iterrows()]
-        lines += [markdown_table(pw, ["task", "target", "k", "method", "vs", "F(mask) − F(other)", "verdict", "n_seeds"]), ""]
+        lines += [markdown_table(pw, ["task", "target", "sizes", "vs", "F_method", "F_vs", "F(mask) − F(other)", "verdict",
+                                      "n_seeds"]), ""]
         counts = pw.groupby(["vs", "verdict"]).size().unstack(fill_value=0)
         lines += ["Tally over tasks and matched sizes:", "", markdown_table(counts.reset_index()), ""]
     lv = t["levels"].copy()
@@ -154,7 +169,9 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
         lines += ["## Knockout", "",
                   "Mean of F(M \\ K) − F(C \\ K) over random subsets K of the circuit's latents (each latent in K with "
                   "probability 0.5, removed at every position, as in the paper). 0: the circuit is hurt exactly as "
-                  "much as the model (y = x); positive: the circuit relies on latents the model can do without.", "",
+                  "much as the model (y = x); positive: the circuit relies on latents the model can do without. "
+                  f"{cfg.get('n_knockout', '?')} subsets per circuit, each scored on the first "
+                  f"{cfg.get('n_knockout_prompts', '?')} test prompts with baselines on the same prompts.", "",
                   markdown_table(kw), ""]
     st = t["stability"]
     if not st.empty:

@@ -266,6 +266,10 @@ class SplicedModel:
         residual hook (or there is none): then runs start from the tokens."""
         if not self.saes or _RESID.fullmatch(self.sites[0]) is None:
             return None
+        # TL's forward from ``start_at_layer`` takes no shortformer positional embedding (or
+        # attention mask): such models run every block from the tokens.
+        if getattr(self.model.cfg, "positional_embedding_type", "") == "shortformer":
+            return None
         return start_block(self.sites[0])
 
     @torch.no_grad()

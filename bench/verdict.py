@@ -74,8 +74,14 @@ def matched_table(views: list[TaskView]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# Both circuits at least this faithful: a difference there is overshoot above 1 (F can exceed 1
+# when a circuit drops latents that worked against the answer), not "smaller faithful circuits".
+SATURATED = 0.95
+
+
 def pairwise(views: list[TaskView], reference: str = REFERENCE_METHOD) -> pd.DataFrame:
-    """Paired bootstrap of F(reference) − F(other) at each matched size: beats / tied / loses."""
+    """Paired bootstrap of F(reference) − F(other) at each matched size: beats / tied / loses, or
+    "saturated" where both mean F are ≥ :data:`SATURATED` (the difference is kept, not judged)."""
     rows = []
     for v in views:
         ref_m = reference if reference in v.methods else (v.methods[0] if v.methods else None)
@@ -90,11 +96,16 @@ def pairwise(views: list[TaskView], reference: str = REFERENCE_METHOD) -> pd.Dat
                 common = sorted(set(a) & set(b))
                 if not common:
                     continue
-                per = {s: paired(v.f_stat(s, a[s].test_ld), v.f_stat(s, b[s].test_ld)) for s in common}
-                est, lo, hi = v.boot.combine(per)
+                fa = {s: v.f_stat(s, a[s].test_ld) for s in common}
+                fb = {s: v.f_stat(s, b[s].test_ld) for s in common}
+                est, lo, hi = v.boot.combine({s: paired(fa[s], fb[s]) for s in common})
+                f_a = float(np.mean([fa[s][0] for s in common]))
+                f_b = float(np.mean([fb[s][0] for s in common]))
+                word = "saturated" if min(f_a, f_b) >= SATURATED else verdict_word(lo, hi)
                 rows.append({"task": v.task, "target": t, "k": int(np.median([a[s].size_nodes for s in common])),
-                             "method": ref_m, "vs": m, "diff": est, "lo": lo, "hi": hi, "verdict": verdict_word(lo, hi),
-                             "n_seeds": len(common)})
+                             "sizes": "/".join(str(int(a[s].size_nodes)) for s in common),
+                             "method": ref_m, "vs": m, "F_method": f_a, "F_vs": f_b,
+                             "diff": est, "lo": lo, "hi": hi, "verdict": word, "n_seeds": len(common)})
     return pd.DataFrame(rows)
 
 

@@ -120,11 +120,14 @@ def test_activation_patching_pass_count_by_hand():
     assert d["backward_prompts"] == 0
 
 
-def test_a_prefix_run_equals_the_hooked_full_run_and_counts_its_share():
+@pytest.mark.parametrize("policy", ["drop", "keep", "mean"])
+def test_a_prefix_run_equals_the_hooked_full_run_and_counts_its_share(policy):
     # The prefix (blocks below the first site) is computed once and tiled, as the evaluator does;
     # the result must equal TL's full hooked forward on the tiled tokens (tolerance as above), and
     # prefix + rest must count as exactly one full pass per prompt.
-    sp = _mixed()  # first site blocks.0.hook_resid_pre: the prefix is the embedding only
+    sp = _mixed(policy)  # first site blocks.0.hook_resid_pre: the prefix is the embedding only
+    if policy == "mean":
+        sp.fit_error_means(_toy_data().clean)
     for first in (FORWARD[0], FORWARD[1]):
         sub = sp.with_sites(FORWARD[FORWARD.index(first):])
         assert sub.sites[0] == first
@@ -135,6 +138,7 @@ def test_a_prefix_run_equals_the_hooked_full_run_and_counts_its_share():
         got = sub.run(pre.repeat(3), edits)
         d = sub.counter.since(before)
         want = _hooked(sub, toks.repeat(3, 1), edits)
+        assert (want - _hooked(sub, toks.repeat(3, 1), {})).abs().max() > 1e-2  # the edits are not no-ops
         assert torch.allclose(got, want, atol=1e-5), first
         # With the first site's latents cached too (the evaluator's path), on a subset of rows.
         idx = torch.tensor([5, 0, 5, 2])
@@ -146,7 +150,8 @@ def test_a_prefix_run_equals_the_hooked_full_run_and_counts_its_share():
 
 
 def test_mean_policy_without_fitted_means_refuses_a_prefix_run():
-    sp = _mixed("mean")
+    # One site: no downstream site's hook would notice the missing means, only run_from's own check.
+    sp = _mixed("mean").with_sites([FORWARD[1]])
     toks = _toy_data().clean
     with pytest.raises(RuntimeError, match="fit_error_means"):
         sp.run(sp.prefix(toks))

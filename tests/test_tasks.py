@@ -146,3 +146,9 @@ def test_a_task_can_ask_for_more_train_prompts_than_the_run_default():
     assert full.train_size("ioi") == 512 and full.train_size("sva") == full.n_train == 128
     assert cfg("--n-train", "64").train_size("ioi") == 64
     assert cfg("--quick").train_size("ioi") == 64
+    # and the split really has that many prompts
+    from bench.harness import load_task, setup_task
+    from bench.loading import load_world
+
+    setup = setup_task(load_task("ioi"), load_world("embedded"), full, seed=0)
+    assert len(setup.train) == 512 and len(setup.ctx.train) == 512
