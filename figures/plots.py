@@ -74,7 +74,8 @@ def _vs_size(df: pd.DataFrame, out: Path, name: str, x: str, column: str, ylabel
         ax.axhline(1.0 if column == "test_ld" else 0.0, color="k", lw=0.8, alpha=0.6)
         ax.set_xscale("log")
         seeds = len(v.seeds)
-        n_test = int(df[df.task == task].n_test.max())
+        nt = df[df.task == task].n_test.dropna()
+        n_test = f"{int(nt.min())}" if nt.min() == nt.max() else f"{int(nt.min())}–{int(nt.max())}"
         ax.set_title(f"{task}  (test n={n_test} × {seeds} seed{'s' * (seeds > 1)})")
         ax.set_xlabel(f"circuit size, {'(position, latent) nodes' if x == 'nodes' else 'distinct latents (mean over seeds)'} (log)")
         ax.set_ylabel(ylabel)

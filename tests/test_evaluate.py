@@ -7,6 +7,8 @@ evaluation, and hand-made score tables for the cuts.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -207,3 +209,78 @@ def test_plan_sizes_matches_targets_to_the_masks_sizes():
     assert headline == {10: 4, 30: 33, 100: 120, 300: 120}  # nearest in log size among the mask's own sizes ≤ N
     _, _, alone = plan_sizes(500, 5, [], (10, 300))
     assert alone == {10: 10, 300: 300}  # no circuits-method: the grid
+
+
+def _evaluated(size, kind="cut", f_train=0.5, f_test=0.5, masks=None, comp=None):
+    from bench.evaluate import F_FORMS
+    from bench.harness import Evaluated
+
+    forms = {split: {name: f for name in F_FORMS} for split, f in (("train", f_train), ("test", f_test))}
+    comp = torch.full((2,), float("nan")) if comp is None else comp
+    return Evaluated(Circuit(masks or {}, {"lambda": 0.1}), kind, size, size, torch.tensor([1.0, 3.0]), comp, 2.5, forms)
+
+
+def test_headline_indices_pick_the_circuit_of_the_matched_size_and_kind():
+    from bench.harness import headline_indices
+
+    evals = [_evaluated(4, "cut"), _evaluated(4, "native"), _evaluated(33, "native"), _evaluated(33, "cut")]
+    assert headline_indices(evals, {10: 4, 30: 33}, native=True) == {10: 1, 30: 2}  # the mask: its own circuits
+    assert headline_indices(evals, {10: 4, 30: 33}, native=False) == {10: 0, 30: 3}  # a ranking: its cuts
+    assert headline_indices(evals, {100: 120}, native=True) == {}  # a size it never evaluated: no headline
+
+
+def test_circuit_rows_carry_sizes_per_site_counts_per_prompt_values_and_every_form():
+    from bench.evaluate import F_FORMS
+    from bench.harness import circuit_rows
+
+    site = "blocks.0.hook_resid_post"
+    mask = torch.tensor([[True, False, True], [True, False, False]])  # 3 nodes, 2 distinct latents
+    rows = circuit_rows([_evaluated(3, masks={site: mask}, f_train=0.8, f_test=0.7),
+                         _evaluated(3, masks={site: mask}, comp=torch.tensor([0.5, 1.5]))], [site])
+    by = {(r["circuit"], r["split"], r["metric"]): r for r in rows}
+    assert by[(0, "test", "site_nodes")]["value"] == 3 and by[(0, "test", "site_latents")]["value"] == 2
+    assert by[(0, "test", "logit_diff")]["per_prompt"] == [1.0, 3.0] and by[(0, "test", "logit_diff")]["value"] == 2.0
+    assert by[(0, "train", "logit_diff")]["value"] == 2.5 and "per_prompt" not in by[(0, "train", "logit_diff")]
+    assert (0, "test", "complement_logit_diff") not in by  # not measured: no row, never a NaN row
+    assert by[(1, "test", "complement_logit_diff")]["value"] == 1.0
+    assert all(by[(0, "train", f)]["value"] == 0.8 and by[(0, "test", f)]["value"] == 0.7 for f in F_FORMS)
+    assert json.loads(by[(0, "test", "size_nodes")]["circuit_params"]) == {"lambda": 0.1}
+
+
+def test_validate_output_names_each_malformed_output(linear):
+    from bench.errors import MethodFailure
+    from bench.harness import validate_output
+
+    from tests.test_architectures import _context
+
+    ctx = _context(linear.spliced, linear.data)
+    site = ctx.sites[0]
+    shape = (ctx.train.n_pos, ctx.spliced.d_sae(site))
+    validate_output(Scores({site: torch.zeros(shape)}), ctx, "m")  # well-formed: no error
+    bad = {
+        "missing sites": Scores({}),
+        "have shape (1, 1)": Scores({site: torch.zeros(1, 1)}),
+        "NaN or inf": Scores({site: torch.full(shape, float("nan"))}),
+        "returned no circuits": CircuitSet([]),
+        "not a bool tensor": CircuitSet([Circuit({site: torch.zeros(shape)})]),
+        "expected Scores or CircuitSet": [1, 2],
+    }
+    for reason, out in bad.items():
+        with pytest.raises(MethodFailure, match=reason) as e:
+            validate_output(out, ctx, "m")
+        assert str(e.value).startswith("m: ") and "\n" not in str(e.value)
+
+
+def test_evaluate_circuits_matches_the_evaluator_and_measures_complements_only_where_asked(linear):
+    from bench.harness import evaluate_circuits
+
+    ev = _evaluator(linear)
+    site = linear.site
+    c = top_k_circuit({site: torch.arange(ev.universe[site].numel(), dtype=torch.float).view_as(ev.universe[site])}, ev.universe, 3)
+    out = evaluate_circuits(ev, [(c, "cut"), (Circuit(ev.universe), "native")], [False, True])
+    assert torch.isnan(out[0].complement_ld).all() and not torch.isnan(out[1].complement_ld).any()
+    by_hand = ev.lds([c.masks], "test")[0]
+    assert torch.equal(out[0].test_ld, by_hand)
+    assert out[0].forms["test"][HEADLINE] == pytest.approx(ev.faithfulness(float(by_hand.mean()), "test")[HEADLINE])
+    assert out[0].train_ld_mean == pytest.approx(float(ev.lds([c.masks], "train").mean()))
+    assert out[1].forms["test"][HEADLINE] == pytest.approx(1.0) and out[0].size_nodes == 3 and out[1].kind == "native"
