@@ -8,6 +8,7 @@ evaluation, and hand-made score tables for the cuts.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -266,7 +267,7 @@ def test_validate_output_names_each_malformed_output(linear):
         "expected Scores or CircuitSet": [1, 2],
     }
     for reason, out in bad.items():
-        with pytest.raises(MethodFailure, match=reason) as e:
+        with pytest.raises(MethodFailure, match=re.escape(reason)) as e:
             validate_output(out, ctx, "m")
         assert str(e.value).startswith("m: ") and "\n" not in str(e.value)
 
