@@ -43,7 +43,10 @@ def test_report_has_the_verdict_with_intervals(tiny_run, tmp_path):
     # percentile intervals of a ratio need not contain the point estimate on a 24-prompt toy; they are ordered
     assert (m.lo <= m.hi).all() and (m.n_seeds == 2).all() and m[["F", "lo", "hi"]].notna().all().all()
     pw = t["pairwise"]
-    assert set(pw.vs) == {"attribution_patching", "random"} and set(pw.verdict) <= {"beats", "tied", "loses"}
+    assert set(pw.vs) == {"attribution_patching", "random"} and set(pw.verdict) <= {"beats", "tied", "loses", "saturated"}
+    # "saturated" exactly where both methods' mean F reach 0.95 (a difference there is overshoot, not judged)
+    sat = pw[["F_method", "F_vs"]].min(axis=1) >= 0.95
+    assert ((pw.verdict == "saturated") == sat).all()
     assert not t["train_test"].empty and not t["area"].empty
     text = write_report(df, tiny_run, tmp_path / "figs", n_boot=200).read_text()
     for section in ("## Headline: F at matched sizes", "## Verdict", "## Train vs test", "## Area against random",
