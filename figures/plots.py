@@ -102,30 +102,48 @@ def completeness_vs_size(df: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def verdict_forest(df: pd.DataFrame, out: Path) -> list[Path]:
-    """F(mask) − F(other) at each matched size, with the paired 95% interval."""
+    """F(mask) − F(other) at each matched size, with the paired 95% interval.
+
+    One row per (rival, target size), shared by every task's panel; hollow markers are
+    "saturated" pairs (both F ≥ 0.95: shown, not judged). The random baseline is left out: its
+    differences (about 1) would set the scale and hide the rivals' (report.md lists them).
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     style.setup()
     circ, ref, views = _views(df)
     pw = verdict.pairwise(list(views.values())) if views else pd.DataFrame()
     if pw.empty:
         return []
-    tasks = sorted(pw.task.unique())
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 0.32 * pw.groupby("task").size().max() + 1.6),
-                             squeeze=False, sharex=False)
+    shown = pw[pw.vs != "random"] if (pw.vs != "random").any() else pw
+    tasks = sorted(shown.task.unique())
+    pairs = sorted({(r.vs, int(r.target)) for r in shown.itertuples()}, key=lambda p: (p[0], p[1]))
+    row = {p: len(pairs) - 1 - i for i, p in enumerate(pairs)}
+    fig, axes = plt.subplots(1, len(tasks), figsize=(2.6 * len(tasks) + 2.4, 0.3 * len(pairs) + 1.8),
+                             squeeze=False, sharey=True)
     methods = style.methods_in(df)
     for ax, task in zip(axes[0], tasks):
-        d = pw[pw.task == task].sort_values(["vs", "target"]).reset_index(drop=True)
-        y = np.arange(len(d))[::-1]
-        for yi, r in zip(y, d.itertuples()):
+        d = shown[shown.task == task]
+        for r in d.itertuples():
             c = style.color(r.vs, methods)
-            ax.errorbar(r.diff, yi, xerr=[[r.diff - r.lo], [r.hi - r.diff]], fmt="o", ms=4, color=c, capsize=2)
+            sat = r.verdict == "saturated"
+            ax.errorbar(r.diff, row[(r.vs, int(r.target))], xerr=[[r.diff - r.lo], [r.hi - r.diff]], fmt="o", ms=4,
+                        color=c, mfc="white" if sat else c, capsize=2)
+            ax.annotate(f"{r.k}", (r.hi, row[(r.vs, int(r.target))]), xytext=(3, -2), textcoords="offset points",
+                        fontsize=6, color="0.35")
         ax.axvline(0, color="k", lw=0.8)
-        ax.set_yticks(y, [f"{style.label(r.vs)} @{r.k}" for r in d.itertuples()], fontsize=7)
         ax.set_title(task)
-        ax.set_xlabel("F(mask) − F(other), paired 95% CI")
-    fig.suptitle("Verdict at matched sizes: right of 0 = the mask is more faithful at the same number of nodes (test)")
-    fig.tight_layout()
+        ax.set_xlabel("F(mask) − F(other)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks([row[p] for p in pairs], [f"{style.label(v)}  ~{t}" for v, t in pairs], fontsize=7)
+    handles = [Line2D([], [], ls="", marker="o", color="0.3", label="judged: beats / tied / loses by the interval"),
+               Line2D([], [], ls="", marker="o", color="0.3", mfc="white", label="saturated: both F ≥ 0.95, not judged")]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, bbox_to_anchor=(0.5, -0.01))
+    fig.suptitle("Verdict at matched sizes (test, paired 95% CI over prompts and seeds): right of 0 = the mask is "
+                 "more faithful at the same size\n(rows: rival and target size; the number is the mask's median size k "
+                 "on that task; random baseline omitted, see report.md)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return style.save(fig, out, "verdict_matched_sizes")
 
 
