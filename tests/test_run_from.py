@@ -155,3 +155,15 @@ def test_mean_policy_without_fitted_means_refuses_a_prefix_run():
     toks = _toy_data().clean
     with pytest.raises(RuntimeError, match="fit_error_means"):
         sp.run(sp.prefix(toks))
+
+
+def test_each_method_pays_for_its_own_train_prefix():
+    # One MethodContext serves every method of a task and seed; the cached train prefix must not
+    # make the second method's counted cost smaller than the first's (harness.discover resets it).
+    from bench.harness import discover
+    from methods.integrated_gradients import IntegratedGradients
+
+    sp = _mixed().with_sites(FORWARD[1:])  # first site after block 1: the prefix runs 2 of 4 blocks
+    ctx = _context(sp, _toy_data())
+    costs = [discover(IntegratedGradients(n_steps=2), ctx)[1].as_metrics()["forward_prompts"] for _ in range(2)]
+    assert costs[0] == costs[1]
