@@ -42,6 +42,11 @@ class MethodContext:
     def sites(self) -> list[str]:
         return self.spliced.sites
 
+    def clear_cache(self) -> None:
+        """Forget what :meth:`train_prefix` cached (the harness calls it before each method, so
+        every method pays for its own prefix)."""
+        self._train_prefix = None
+
     def train_prefix(self, batch_size: int = 256) -> Prefix | None:
         """The train prompts' residual entering the first site, computed once per context.
 

@@ -165,14 +165,20 @@ def position_labels(data: TaskData, tokenizer) -> list[str]:
     return labels
 
 
+def task_splits(task, world, cfg: RunConfig, seed: int) -> tuple[TaskData, TaskData]:
+    """The task's records for ``seed``, tokenized and split into train (the task's own size, see
+    :meth:`RunConfig.train_size`) and test."""
+    n_train = cfg.train_size(task.name)
+    records = task.records(2 * (n_train + cfg.n_test), seed=seed)
+    data = tokenize_records(records, world.tokenizer, task.name, task.version, source=str(getattr(task, "path", task.name)))
+    return split_train_test(data, n_train, cfg.n_test, seed)
+
+
 def setup_task(task, world, cfg: RunConfig, seed: int) -> TaskSetup:
     """Tokenize, split, fit the ablation, the candidates and the universe, build the evaluator."""
     spliced = world.spliced
     # Generate enough records for both splits; pairs come in groups of up to 2.
-    n_train = cfg.train_size(task.name)
-    records = task.records(2 * (n_train + cfg.n_test), seed=seed)
-    data = tokenize_records(records, world.tokenizer, task.name, task.version, source=str(getattr(task, "path", task.name)))
-    train, test = split_train_test(data, n_train, cfg.n_test, seed)
+    train, test = task_splits(task, world, cfg, seed)
     if cfg.error_policy == "mean":
         spliced.fit_error_means(train.patch)
     repl_train = make_replacement(cfg.ablation, spliced, train, train)
@@ -198,7 +204,7 @@ def discover(method: Method, ctx: MethodContext) -> tuple[Scores | CircuitSet, C
     torch.manual_seed(ctx.seed)
     # The context is shared by every method of a task and seed: each method pays for its own cached
     # train prefix (MethodContext.train_prefix), whichever ran first.
-    ctx._train_prefix = None
+    ctx.clear_cache()
     with CostMeter(ctx.spliced.counter, ctx.spliced.device) as cost:
         out = method.discover(ctx)
     return out, cost

@@ -854,21 +854,11 @@ def format_plan(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def _parse_options(items: list[str]) -> dict[str, dict]:
-    from bench.errors import UsageError
+def _method_options(items: list[str]) -> dict[str, dict]:
+    """``--option METHOD.KEY=VALUE`` items, parsed as every other command parses them."""
+    from bench.commands import _parse_options
 
-    out: dict[str, dict] = {}
-    for item in items:
-        key, eq, raw = item.partition("=")
-        method, dot, opt = key.partition(".")
-        if not eq or not dot or not opt:
-            raise UsageError(f"--option {item!r}: expected METHOD.KEY=VALUE, e.g. binary_mask.steps=100")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        out.setdefault(method, {})[opt] = value
-    return out
+    return _parse_options(items)
 
 
 def add_plan_command(subparsers) -> argparse.ArgumentParser:
@@ -905,7 +895,7 @@ def settings_from_args(args, preset_dtype: str) -> Settings:
     return Settings.defaults(
         n_train=args.n_train, n_test=args.n_test, seq_len=args.seq_len, dtype=args.dtype or preset_dtype,
         max_rows=args.max_rows, error_policy=args.error_policy, ablation=args.ablation,
-        candidates_per_pos=args.candidates_per_position, methods=methods, method_options=_parse_options(args.option),
+        candidates_per_pos=args.candidates_per_position, methods=methods, method_options=_method_options(args.option),
         gpu_memory_gib=args.gpu_memory, tflops=args.tflops, logits=args.logits)
 
 

@@ -24,7 +24,6 @@ from pathlib import Path
 import pandas as pd
 
 from bench.costs import FRESH_WORKER_ENV
-from bench.data import split_train_test, tokenize_records
 from bench.errors import UsageError, did_you_mean
 from bench.executors import Job, make_executor
 from bench.harness import (
@@ -37,6 +36,7 @@ from bench.harness import (
     reference_rows,
     run_cell,
     setup_task,
+    task_splits,
 )
 from bench.loading import load_world
 from bench.locking import lock_directory
@@ -114,10 +114,7 @@ def _check_task(task_name: str, world, cfg: RunConfig, seed: int) -> tuple[str, 
     """Records, tokens and split of one task and seed, in the driver (cheap): bad task input is
     reported once, before any worker starts. Returns (name, version, n_train, n_test)."""
     task = load_task(task_name)
-    n_train = cfg.train_size(task.name)
-    records = task.records(2 * (n_train + cfg.n_test), seed=seed)
-    data = tokenize_records(records, world.tokenizer, task.name, task.version, source=str(getattr(task, "path", task.name)))
-    train, test = split_train_test(data, n_train, cfg.n_test, seed)
+    train, test = task_splits(task, world, cfg, seed)
     return task.name, task.version, len(train), len(test)
 
 
