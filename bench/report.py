@@ -119,9 +119,10 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
         markdown_table(headline_wide(t["matched"])), "",
         "## Verdict: paired differences at matched sizes", "",
         "F(mask) − F(other) with a paired bootstrap over prompts and seeds. **beats**: the interval lies above 0; "
-        "**loses**: below 0; **tied**: it contains 0; **saturated**: both mean F ≥ 0.95, where a difference is "
-        "overshoot above 1 rather than a smaller faithful circuit (shown, not counted). `sizes`: the mask circuit's "
-        "size in each seed (a wide spread widens the interval). activation_patching is the noising effect averaged "
+        "**loses**: below 0; **tied**: it contains 0; **saturated**: both mean F ≥ " f"{verdict.SATURATED}" ", where a "
+        "difference is mostly overshoot above 1 rather than a smaller faithful circuit (shown, not counted; "
+        "`verdict_interval` and the second tally give the interval's verdict alone). `sizes`: the mask circuit's "
+        "size in seeds 0/1/2… (a wide spread widens the interval). activation_patching is the noising effect averaged "
         "over its first `diag_prompts_used` train prompts only (8 by default; every other method sees the whole "
         "train split), and its split-half reliability is in the cost table: where it is near 0 its verdicts say "
         "nothing about exact patching.", "",
@@ -130,9 +131,12 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
     if not pw.empty:
         pw["F(mask) − F(other)"] = [ci(r["diff"], r.lo, r.hi) for _, r in pw.iterrows()]
         lines += [markdown_table(pw, ["task", "target", "sizes", "vs", "F_method", "F_vs", "F(mask) − F(other)", "verdict",
-                                      "n_seeds"]), ""]
+                                      "verdict_interval", "n_seeds"]), ""]
         counts = pw.groupby(["vs", "verdict"]).size().unstack(fill_value=0)
-        lines += ["Tally over tasks and matched sizes:", "", markdown_table(counts.reset_index()), ""]
+        raw = pw.groupby(["vs", "verdict_interval"]).size().unstack(fill_value=0)
+        lines += ["Tally over tasks and matched sizes:", "", markdown_table(counts.reset_index()), "",
+                  "The same, judged by the interval alone (saturated pairs included):", "",
+                  markdown_table(raw.reset_index()), ""]
     lv = t["levels"].copy()
     if not lv.empty:
         lv["nodes for F ≥ level"] = [ci(r.nodes, r.lo, r.hi, 1) for _, r in lv.iterrows()]

@@ -101,11 +101,13 @@ def pairwise(views: list[TaskView], reference: str = REFERENCE_METHOD) -> pd.Dat
                 est, lo, hi = v.boot.combine({s: paired(fa[s], fb[s]) for s in common})
                 f_a = float(np.mean([fa[s][0] for s in common]))
                 f_b = float(np.mean([fb[s][0] for s in common]))
-                word = "saturated" if min(f_a, f_b) >= SATURATED else verdict_word(lo, hi)
+                raw = verdict_word(lo, hi)
+                word = "saturated" if min(f_a, f_b) >= SATURATED else raw
                 rows.append({"task": v.task, "target": t, "k": int(np.median([a[s].size_nodes for s in common])),
                              "sizes": "/".join(str(int(a[s].size_nodes)) for s in common),
                              "method": ref_m, "vs": m, "F_method": f_a, "F_vs": f_b,
-                             "diff": est, "lo": lo, "hi": hi, "verdict": word, "n_seeds": len(common)})
+                             "diff": est, "lo": lo, "hi": hi, "verdict": word, "verdict_interval": raw,
+                             "n_seeds": len(common)})
     return pd.DataFrame(rows)
 
 
