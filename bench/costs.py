@@ -6,12 +6,14 @@ Every column means one thing on every device:
   stops, so queued kernels are counted.
 * ``peak_memory_mb``: peak memory the run allocated **above the level at its start**. On CUDA:
   ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` at the start, minus the
-  allocation at the start (weights excluded). On CPU: peak resident set size above the start,
-  sampled every 5 ms by a thread (torch's CPU allocations are invisible to ``tracemalloc``). RSS
-  only sees what the allocator takes from the OS: in a long-lived process, memory freed by
-  earlier work is reused and the growth undercounts. The row's ``text`` says which measurement it
-  is: ``cuda_allocated``, ``rss_fresh_process`` (a worker started for this cell: the process
-  and process-per-cell Ray executors), or ``rss_shared_process`` (the inline executor).
+  allocation at the start (weights excluded). On CPU: the C allocator's bytes in use above the
+  start (:mod:`bench.heap`: glibc's own statistics, which see every torch CPU tensor whichever
+  executor runs the cell), sampled by a thread every 5 ms or more (a peak shorter than that can be
+  missed, so it is a lower bound) and read again at the end. Where the C library has no such
+  statistics it falls back to resident set size above the start, which only sees pages newly
+  taken from the OS and so undercounts in a long-lived process. The row's ``text`` says which
+  measurement it is: ``cuda_allocated``, ``cpu_heap_allocated``, or the fallbacks
+  ``rss_fresh_process`` (a worker started for this cell) / ``rss_shared_process`` (inline).
 * pass counts: ``forward_prompts`` / ``backward_prompts`` count prompts through the model;
   ``forward_model_fraction`` / ``backward_model_fraction`` weight each prompt-pass by the share of
   the model's blocks it ran (a run from a late site counts as a partial forward).
@@ -25,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+
+from bench import heap
 
 FRESH_WORKER_ENV = "BENCH_FRESH_WORKER"  # set by executors that start a process per cell
 
@@ -53,17 +57,25 @@ class CostMeter:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
         else:
-            self._base = self._proc.memory_info().rss
+            self._heap = heap.available()
+            self._base = self._read()
             self._peak = self._base
+            if self._heap:  # never spend more than ~5% of a core on sampling (mallinfo2 walks free lists)
+                t = time.perf_counter()
+                self._read()
+                self.interval_s = max(self.interval_s, 20 * (time.perf_counter() - t))
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
         self._before = self.counter.snapshot()
         self._t0 = time.perf_counter()
         return self
 
+    def _read(self) -> int:
+        return heap.in_use() if self._heap else self._proc.memory_info().rss
+
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self._peak = max(self._peak, self._proc.memory_info().rss)
+            self._peak = max(self._peak, self._read())
             self._stop.wait(self.interval_s)
 
     def __exit__(self, *exc) -> None:
@@ -76,9 +88,12 @@ class CostMeter:
         else:
             self._stop.set()
             self._thread.join()
-            self._peak = max(self._peak, self._proc.memory_info().rss)
+            self._peak = max(self._peak, self._read())
             self.peak_memory_mb = (self._peak - self._base) / 2**20
-            self.memory_measure = "rss_fresh_process" if os.environ.get(FRESH_WORKER_ENV) == "1" else "rss_shared_process"
+            if self._heap:
+                self.memory_measure = "cpu_heap_allocated"
+            else:
+                self.memory_measure = "rss_fresh_process" if os.environ.get(FRESH_WORKER_ENV) == "1" else "rss_shared_process"
         self.passes = self.counter.since(self._before)
 
     def as_metrics(self) -> dict[str, float]:

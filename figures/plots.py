@@ -277,6 +277,9 @@ def cost(df: pd.DataFrame, out: Path) -> list[Path]:
     metrics = [("wall_seconds", "wall time (s, log)"), ("forward_prompts", "forward passes (prompts, log)"),
                ("backward_prompts", "backward passes (prompts)"), ("peak_memory_mb", "peak memory above start (MiB)")]
     metrics = [m for m in metrics if m[0] in co]
+    measures = sorted(set(df.loc[df.metric == "peak_memory_mb", "text"].dropna()) - {""})
+    if measures:  # what the memory bars measure (bench.costs): e.g. cpu_heap_allocated, cuda_allocated
+        metrics = [(m, f"{y}\n[{', '.join(measures)}]" if m == "peak_memory_mb" else y) for m, y in metrics]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.4), squeeze=False)
     width = 0.8 / max(1, len(methods))
     for ax, (metric, ylab) in zip(axes[0], metrics):
