@@ -27,6 +27,9 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
     p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
     p.add_argument("--sites", default=None, help="SAE placement: comma list of the preset's SAE hooks to splice "
                    "(default: all), e.g. blocks.3.hook_resid_post")
+    p.add_argument("--answers", default="task", help="task (default), or a control: oriented (each prompt's answers "
+                   "ordered so the model prefers the first; with --preset embedded-random) or shuffled (answer pairs "
+                   "permuted across prompts, then oriented). See bench/controls.py and 'bench control'")
     p.add_argument("--max-rows", type=int, default=None, help="rows per evaluation forward (memory bound; default "
                    "128 on CPU, where small batches run fastest (benchmarks/test_eval_rows.py), 1024 on CUDA; fitted to "
                    "the memory budget when there is one)")
@@ -75,6 +78,15 @@ def add_run_commands(sub) -> None:
     sw.add_argument("--tasks", default=None, type=_csv, help="comma list (default: every task, as 'all')")
     _run_options(sw, default_out="sweep")
     sw.set_defaults(func=cmd_sweep)
+
+    ct = sub.add_parser("control", help="a control run into OUT/controls/NAME (shuffled: answers permuted across "
+                        "prompts; random: the random-weights world; basis: residual coordinates as nodes); OUT's report "
+                        "then shows real vs control")
+    ct.add_argument("name", help="shuffled, random (bench/controls.py) or basis (residual coordinates as nodes)")
+    ct.add_argument("--methods", default=None, type=_csv, help="comma list (default: every method, as 'all')")
+    ct.add_argument("--tasks", default=None, type=_csv, help="comma list (default: every task, as 'all')")
+    _run_options(ct)
+    ct.set_defaults(func=cmd_control)
 
     f = sub.add_parser("figures", help="redraw every figure and the report from stored rows (no model run)")
     f.add_argument("--results", default="results", help="results directory (default: %(default)s)")
@@ -160,6 +172,7 @@ def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tu
         n_train_eval=32 if args.quick else 64, n_knockout_prompts=32 if args.quick else 64,
         method_options=_parse_options(args.option), world_dir=args.world, device=args.device,
         max_rows=_default_max_rows(args.device) if args.max_rows is None else args.max_rows, sites=_csv(args.sites) if args.sites else (),
+        answers=args.answers,
     ), args)
 
 
@@ -192,6 +205,37 @@ def cmd_all(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     return _execute(args, _config(args, args.tasks, args.methods))
+
+
+# name -> the settings it overrides. shuffled / random: answer controls (bench/controls.py); basis: the
+# residual coordinates as nodes instead of SAE latents (bench/world/variants.py), real answers.
+CONTROLS = {"shuffled": {"answers": "shuffled"}, "random": {"answers": "oriented", "preset": "embedded-random"},
+            "basis": {"preset": "embedded-basis"}}
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """Run control NAME with the command line's settings into OUT/controls/NAME, then rewrite OUT's report."""
+    import dataclasses
+
+    from bench.errors import did_you_mean
+
+    if args.name not in CONTROLS:
+        raise UsageError(did_you_mean(args.name, tuple(CONTROLS), "control"))
+    if args.answers != "task" and "answers" in CONTROLS[args.name]:
+        raise UsageError(f"control {args.name!r} sets --answers itself; leave it out")
+    over = dict(CONTROLS[args.name])
+    if "preset" in over and args.preset != "embedded":
+        raise UsageError(f"control {args.name!r} runs on preset {over['preset']!r}; leave --preset out")
+    real = Path(args.out)
+    cfg = dataclasses.replace(_config(args, args.tasks, args.methods), **over)
+    args.out = str(real / "controls" / args.name)
+    rc = _execute(args, cfg)
+    if (real / "results.parquet").is_file() and not args.no_figures:
+        from bench.report import write_report
+        from bench.results import load_results
+
+        log.info("report with controls: %s", write_report(load_results(real), real, real / "figures"))
+    return rc
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

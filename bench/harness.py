@@ -70,6 +70,7 @@ class RunConfig:
     device: str = "cpu"
     max_rows: int = 1024
     sites: tuple[str, ...] = ()  # SAE placement: the preset's SAEs to splice (empty: all of them)
+    answers: str = "task"  # task | oriented | shuffled: the answer controls of bench.controls
 
     def train_size(self, task_name: str) -> int:
         """Train prompts for ``task_name``: its own default where it has one, else ``n_train``."""
@@ -88,6 +89,9 @@ class RunConfig:
             raise UsageError("--seeds needs at least one seed")
         if self.max_rows < 1:
             raise UsageError("--max-rows must be at least 1")
+        from bench.controls import check_answers
+
+        check_answers(self.answers)
 
 
 @dataclass
@@ -181,6 +185,11 @@ def setup_task(task, world, cfg: RunConfig, seed: int) -> TaskSetup:
     train, test = task_splits(task, world, cfg, seed)
     if cfg.error_policy == "mean":
         spliced.fit_error_means(train.patch)
+    if cfg.answers != "task":  # a control (bench.controls): answers shuffled and/or oriented per split
+        from bench.controls import apply_answers
+
+        train = apply_answers(cfg.answers, train, spliced, seed, cfg.max_rows)
+        test = apply_answers(cfg.answers, test, spliced, seed, cfg.max_rows)
     repl_train = make_replacement(cfg.ablation, spliced, train, train)
     repl_test = make_replacement(cfg.ablation, spliced, test, train)
     train_cands = {s: c.cpu() for s, c in candidates(spliced.latents(train.clean), repl_train).items()}

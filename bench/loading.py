@@ -60,19 +60,24 @@ def _load_embedded(preset: Preset, root: Path, error_policy: str, device: str) -
 
     from bench.world.artifacts import file_hashes, load_model
     from bench.world.tokenizer import load_tokenizer
+    from bench.world.variants import model_dir_name, sae_dir_name
 
-    if not (root / "model" / "model.safetensors").is_file():
-        raise InputError(
-            f"{root}: no embedded world here (model/model.safetensors missing); run 'python -m bench train' to build it"
-        )
+    model_dir, sae_root = root / model_dir_name(preset.model), root / sae_dir_name(preset.sae_release)
+    if not (model_dir / "model.safetensors").is_file():
+        how = ("run 'python -m bench train' to build it" if model_dir.name == "model" else
+               f"run 'python -m bench train --variant {model_dir.name.removeprefix('model-')}' to build it")
+        raise InputError(f"{model_dir}: no embedded model here (model.safetensors missing); {how}")
+    if not sae_root.is_dir():
+        raise InputError(f"{sae_root}: no SAEs for preset {preset.name!r}; run 'python -m bench train --variant "
+                         f"{sae_root.name.removeprefix('saes-')}' to build them")
     tokenizer = load_tokenizer(root / "tokenizer")
-    model = load_model(root / "model", tokenizer, device=device, dtype=preset.dtype)
+    model = load_model(model_dir, tokenizer, device=device, dtype=preset.dtype)
     ids = list(preset.sae_ids)
     if ids == ["*"]:
-        ids = sorted((p.name for p in (root / "saes").iterdir() if (p / "cfg.json").is_file()), key=_layer_key)
+        ids = sorted((p.name for p in sae_root.iterdir() if (p / "cfg.json").is_file()), key=_layer_key)
     saes = {}
     for sae_id in ids:
-        path = root / "saes" / sae_id
+        path = sae_root / sae_id
         if not (path / "cfg.json").is_file():
             raise InputError(f"{path}: SAE {sae_id!r} of preset {preset.name!r} not found in the world directory")
         try:
@@ -81,11 +86,16 @@ def _load_embedded(preset: Preset, root: Path, error_policy: str, device: str) -
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise InputError(f"{path}: cannot load SAE ({type(exc).__name__}: {first[:300]})") from None
         saes[sae.cfg.metadata.hook_name or sae_id] = sae
-    hashes = file_hashes(root)
+    # the fingerprint covers the files this preset reads (tokenizer, its model, its SAEs), so building
+    # a variant does not invalidate the cached cells of another preset
+    hashes = {k: v for k, v in file_hashes(root).items() if k.split("/")[0] in ("tokenizer", model_dir.name, sae_root.name)}
     fp = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
     meta = json.loads((root / "world.json").read_text()) if (root / "world.json").is_file() else {}
+    variants = json.loads((root / "variants.json").read_text()) if (root / "variants.json").is_file() else {}
+    variant = sae_root.name.removeprefix("saes").removeprefix("-")
+    extra = {"variant": variants.get(variant, {})} if variant else {}
     spliced = SplicedModel(model, saes, error_policy)
-    return World(preset, spliced, tokenizer, tuple(ids), fp, {"file_hashes": hashes, "world": meta})
+    return World(preset, spliced, tokenizer, tuple(ids), fp, {"file_hashes": hashes, "world": meta, **extra})
 
 
 def _layer_key(hook: str) -> tuple[int, str]:

@@ -168,17 +168,20 @@ def resolve_arch(preset, world_dir: str | Path | None = None) -> Arch:
     if preset.is_embedded:
         from bench.loading import embedded_dir
 
+        from bench.world.variants import model_dir_name, sae_dir_name
+
         root = Path(world_dir) if world_dir else embedded_dir()
-        cfg = json.loads((root / "model" / "config.json").read_text())
+        model_dir, sae_root = root / model_dir_name(preset.model), root / sae_dir_name(preset.sae_release)
+        cfg = json.loads((model_dir / "config.json").read_text())
         ids = list(preset.sae_ids)
         if ids == ["*"]:
-            ids = sorted(p.name for p in (root / "saes").iterdir() if (p / "cfg.json").is_file())
+            ids = sorted(p.name for p in sae_root.iterdir() if (p / "cfg.json").is_file())
         saes = []
         for sae_id in ids:
-            c = json.loads((root / "saes" / sae_id / "cfg.json").read_text())
+            c = json.loads((sae_root / sae_id / "cfg.json").read_text())
             hook = (c.get("metadata") or {}).get("hook_name") or sae_id
             saes.append((hook, c))
-        return Arch(preset.name, cfg, saes, f"world config {root / 'model' / 'config.json'}")
+        return Arch(preset.name, cfg, saes, f"world config {model_dir / 'config.json'}")
 
     table = dict(preset.arch)
     tl = _tl_config_offline(preset.model)

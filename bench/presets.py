@@ -35,7 +35,7 @@ class Preset:
 
     @property
     def is_embedded(self) -> bool:
-        return self.model == "embedded"
+        return self.model == "embedded" or self.model.startswith("embedded-")
 
 
 def _parse(table: dict, source: str) -> dict[str, Preset]:

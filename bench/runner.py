@@ -79,7 +79,7 @@ def _world(cfg: RunConfig):
 
 def _setup(cfg: RunConfig, task_name: str, seed: int):
     key = ("setup", cfg.preset, cfg.error_policy, cfg.ablation, cfg.device, cfg.world_dir, cfg.train_size(task_name), cfg.n_test,
-           cfg.max_rows, cfg.sites, task_name, seed)
+           cfg.max_rows, cfg.sites, cfg.answers, task_name, seed)
     if key not in _CACHE:
         setups = [k for k in _CACHE if k[0] == "setup"]
         for k in setups[: max(0, len(setups) - _MAX_SETUPS + 1)]:

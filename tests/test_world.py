@@ -44,6 +44,24 @@ def test_shipped_world_reproduces_its_recorded_quality(embedded_world):
         assert stats["fvu"] <= 0.15, hook
 
 
+@pytest.mark.parametrize("variant", ["lossy", "basis", "random"])
+def test_shipped_variants_reproduce_their_recorded_quality(variant):
+    # variants.json holds what `bench train --variant` measured; the README quotes it
+    from bench.loading import load_world
+
+    recorded = json.loads((EMBEDDED_DIR / "variants.json").read_text())[variant]
+    world = load_world(f"embedded-{variant}")
+    for task in seed_tasks():
+        records = task.records(400, seed=12345)
+        full = task_quality(world.spliced.model, world.tokenizer, records)
+        drop = task_quality(world.spliced.with_policy("drop").run, world.tokenizer, records)
+        want = recorded["quality_held_out"][task.name]
+        assert full["logit_diff"] == pytest.approx(want["model"]["logit_diff"], rel=1e-4, abs=1e-4)
+        assert drop["logit_diff"] == pytest.approx(want["spliced_drop_error"]["logit_diff"], rel=1e-4, abs=1e-4)
+        if variant == "basis":  # the identity dictionary reconstructs exactly
+            assert drop["logit_diff"] == pytest.approx(full["logit_diff"], rel=1e-5)
+
+
 def test_shipped_saes_load_as_saelens_saes(embedded_world):
     from sae_lens import SAE
 

@@ -53,6 +53,6 @@ def file_hashes(world_dir: Path) -> dict[str, str]:
     """SHA-256 (first 16 hex) of every weight and config file, for cache keys and run.json."""
     out = {}
     for p in sorted(world_dir.rglob("*")):
-        if p.is_file() and p.suffix in (".safetensors", ".json") and p.name != "world.json":
+        if p.is_file() and p.suffix in (".safetensors", ".json") and p.name not in ("world.json", "variants.json"):
             out[str(p.relative_to(world_dir))] = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
     return out

@@ -52,10 +52,8 @@ def seed_tasks():
 
 def build_world(cfg: WorldConfig, out_dir: str | Path, progress: bool = False) -> dict:
     """Train and write a world to ``out_dir`` (replaced atomically); return its stats."""
-    from bench.spliced import SplicedModel
     from bench.world.artifacts import file_hashes, save_model
-    from bench.world.corpus import sample_text, vocabulary_texts
-    from bench.world.quality import task_quality
+    from bench.world.corpus import vocabulary_texts
     from bench.world.tokenizer import build_tokenizer
 
     out_dir = Path(out_dir)
@@ -67,28 +65,11 @@ def build_world(cfg: WorldConfig, out_dir: str | Path, progress: bool = False) -
         model, model_stats = train_model(cfg.model, tokenizer, progress=progress)
         save_model(model, cfg.model.tl_config_kwargs(len(tokenizer)), staging / "model")
 
-        rng = random.Random(f"sae-texts:{cfg.saes.seed}")
-        texts = [p for p, _ in (sample_text(rng) for _ in range(cfg.saes.n_prompts))]
-        for task in seed_tasks():  # the benchmark's own clean and corrupted prompts
-            for r in task.records(max(16, cfg.saes.n_prompts // 8), seed=0):
-                texts += [r["clean_prefix"], r["patch_prefix"]]
-        saes, sae_stats = train_saes(model, tokenizer, texts, cfg.saes, model_name=model.cfg.model_name)
+        saes, sae_stats = train_saes(model, tokenizer, sae_texts(cfg.saes), cfg.saes, model_name=model.cfg.model_name)
         for hook, sae in saes.items():
             sae.save_model(str(staging / "saes" / hook))
 
-        spliced = SplicedModel(model, saes, "drop")
-        quality = {}
-        for task in seed_tasks():
-            records = task.records(cfg.n_eval, seed=cfg.eval_seed)
-            full = task_quality(model, tokenizer, records)
-            drop = task_quality(spliced.run, tokenizer, records)
-            quality[task.name] = {
-                "model": full, "spliced_drop_error": drop,
-                "logit_diff_kept_fraction": drop["logit_diff"] / full["logit_diff"] if full["logit_diff"] else float("nan"),
-            }
-            log.info("%s: model acc %.3f LD %.2f | spliced LD %.2f (%.0f%% kept)", task.name,
-                     full["pairwise_accuracy"], full["logit_diff"], drop["logit_diff"],
-                     100 * quality[task.name]["logit_diff_kept_fraction"])
+        quality = world_quality(model, saes, tokenizer, cfg.n_eval, cfg.eval_seed)
         stats = {
             "config": asdict(cfg),
             "model": model_stats,
@@ -110,6 +91,40 @@ def build_world(cfg: WorldConfig, out_dir: str | Path, progress: bool = False) -
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return stats
+
+
+def sae_texts(cfg) -> list[str]:
+    """The texts SAEs are trained on (``cfg``: a SAETrainConfig): mixture samples plus the benchmark's prompts."""
+    from bench.world.corpus import sample_text
+
+    rng = random.Random(f"sae-texts:{cfg.seed}")
+    texts = [p for p, _ in (sample_text(rng) for _ in range(cfg.n_prompts))]
+    for task in seed_tasks():  # the benchmark's own clean and corrupted prompts
+        for r in task.records(max(16, cfg.n_prompts // 8), seed=0):
+            texts += [r["clean_prefix"], r["patch_prefix"]]
+    return texts
+
+
+def world_quality(model, saes: dict, tokenizer, n_eval: int, eval_seed: int) -> dict:
+    """Per task, on held-out records: the model's accuracy and logit difference, the same with every
+    SAE spliced and the error term dropped, and the fraction of the logit difference kept."""
+    from bench.spliced import SplicedModel
+    from bench.world.quality import task_quality
+
+    spliced = SplicedModel(model, saes, "drop")
+    quality = {}
+    for task in seed_tasks():
+        records = task.records(n_eval, seed=eval_seed)
+        full = task_quality(model, tokenizer, records)
+        drop = task_quality(spliced.run, tokenizer, records)
+        quality[task.name] = {
+            "model": full, "spliced_drop_error": drop,
+            "logit_diff_kept_fraction": drop["logit_diff"] / full["logit_diff"] if full["logit_diff"] else float("nan"),
+        }
+        log.info("%s: model acc %.3f LD %.2f | spliced LD %.2f (%.0f%% kept)", task.name,
+                 full["pairwise_accuracy"], full["logit_diff"], drop["logit_diff"],
+                 100 * quality[task.name]["logit_diff_kept_fraction"])
+    return quality
 
 
 def _versions() -> dict[str, str]:

@@ -1,0 +1,82 @@
+"""Real tasks next to their controls: does a method's faithfulness survive where it should not?
+
+A control run (``python -m bench control NAME``, see :mod:`bench.controls`) writes its rows to
+``RESULTS/controls/NAME/``. For every task, headline target and method this module puts the real
+run's test F (with its 95% interval) next to the control's, and flags the pair when the control's F
+lies inside the real interval or above it: then the method reaches on a control, where no task
+mechanism supports the answers, the faithfulness it reaches on the real task, and that F cannot be
+read as evidence of a mechanism. (For the ``basis`` control, the same flag means the residual
+coordinates are as faithful as the SAE latents at the same node count.) It also gives each run's signal m(M+SAE) − m(∅): a control whose
+signal is near 0 has nothing to explain and its F is noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench import verdict
+
+CONTROLS_DIR = "controls"
+
+
+def control_dirs(results: Path) -> dict[str, Path]:
+    root = Path(results) / CONTROLS_DIR
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "results.parquet").is_file()}
+
+
+def signal(tables: dict) -> pd.DataFrame:
+    """Per task: mean over seeds of m(M+SAE) − m(∅) on the test split, and of m(M+SAE)."""
+    ref = tables["references"]
+    rows = []
+    if ref is None or ref.empty:
+        return pd.DataFrame()
+    for task in sorted(set(ref.index.get_level_values(0))):
+        r = ref.loc[task]
+        rows.append({"task": task, "m_sae": float(np.mean([np.mean(x) for x in r["m_sae"]])),
+                     "signal": float(np.mean([np.mean(a) - np.mean(b) for a, b in zip(r["m_sae"], r["m_empty"])]))})
+    return pd.DataFrame(rows)
+
+
+def compare(real: dict, controls: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(matched F real vs each control, flagged) and (signal per run and task)."""
+    m_real = real["matched"]
+    rows = []
+    for name, t in controls.items():
+        m_c = t["matched"]
+        if m_real.empty or m_c.empty:
+            continue
+        merged = m_real.merge(m_c, on=["task", "target", "method"], suffixes=("_real", "_control"))
+        for _, r in merged.iterrows():
+            flag = bool(np.isfinite(r.F_control) and np.isfinite(r.lo_real) and r.F_control >= r.lo_real)
+            rows.append({"control": name, "task": r.task, "target": r.target, "method": r.method,
+                         "k_real": r.k_real, "k_control": r.k_control,
+                         "F_real": r.F_real, "lo_real": r.lo_real, "hi_real": r.hi_real,
+                         "F_control": r.F_control, "lo_control": r.lo_control, "hi_control": r.hi_control,
+                         "F_train_control": r.F_train_control, "control_as_good": flag})
+    sig = []
+    for name, t in {"real": real, **controls}.items():
+        s = signal(t)
+        if not s.empty:
+            sig.append(s.assign(run=name))
+    return pd.DataFrame(rows), (pd.concat(sig, ignore_index=True) if sig else pd.DataFrame())
+
+
+def load_controls(results: Path, n_boot: int = 2000) -> dict[str, dict]:
+    from bench.results import load_results
+
+    return {name: verdict.build(load_results(p), n_boot) for name, p in control_dirs(results).items()}
+
+
+def flags_for_pairwise(cmp: pd.DataFrame) -> dict[tuple[str, int, str], list[str]]:
+    """(task, target, method) -> the controls on which that method is flagged."""
+    out: dict[tuple[str, int, str], list[str]] = {}
+    if cmp.empty:
+        return out
+    for _, r in cmp[cmp.control_as_good].iterrows():
+        out.setdefault((r.task, int(r.target), r.method), []).append(r.control)
+    return out
