@@ -88,6 +88,11 @@ def add_run_commands(sub) -> None:
     _run_options(ct)
     ct.set_defaults(func=cmd_control)
 
+    lb = sub.add_parser("labels", help="compute the latent labels of a finished run's world (latent_labels.parquet; "
+                        "bench all writes them itself) and redraw its figures and report")
+    lb.add_argument("--results", default="results", help="results directory (default: %(default)s)")
+    lb.set_defaults(func=cmd_labels)
+
     f = sub.add_parser("figures", help="redraw every figure and the report from stored rows (no model run)")
     f.add_argument("--results", default="results", help="results directory (default: %(default)s)")
     f.add_argument("--out", default=None, help="figure directory (default: RESULTS/figures)")
@@ -249,8 +254,10 @@ def _figures_and_report(results: Path, fig_dir: Path) -> None:
     from bench.results import load_results
     from figures import render_all
 
+    from bench.labels import load_labels
+
     df = load_results(results)
-    written = render_all(df, fig_dir)
+    written = render_all(df, fig_dir, load_labels(results))
     report = write_report(df, results, fig_dir)
     log.info("figures: %d files in %s; report: %s", len(written), fig_dir, report)
 
@@ -258,6 +265,32 @@ def _figures_and_report(results: Path, fig_dir: Path) -> None:
 def cmd_figures(args: argparse.Namespace) -> int:
     results = Path(args.results)
     _figures_and_report(results, Path(args.out) if args.out else results / "figures")
+    return 0
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    """Labels for the world a results directory was run on (its run.json), then figures and report."""
+    from bench.labels import write_labels
+    from bench.loading import load_world
+
+    results = Path(args.results)
+    run_json = results / "run.json"
+    if not run_json.is_file():
+        raise UsageError(f"{run_json}: no run here; run 'python -m bench all --out {results}' first")
+    cfg = json.loads(run_json.read_text()).get("config", {})
+    world = load_world(cfg.get("preset", "embedded"), cfg.get("error_policy", "drop"), cfg.get("device", "cpu"),
+                       cfg.get("world_dir"))
+    if cfg.get("sites"):
+        world = __import__("dataclasses").replace(world, spliced=world.spliced.with_sites(cfg["sites"]))
+    prompts = []
+    if not world.preset.is_embedded:
+        from bench.labels import task_prompts
+
+        own = cfg.get("task_n_train", {})
+        prompts = task_prompts(cfg.get("tasks", ()), cfg.get("seeds", (0,)),
+                               lambda t: 2 * (own.get(t, cfg.get("n_train", 128)) + cfg.get("n_test", 128)))
+    log.info("labels: %s", write_labels(world, results, prompts))
+    _figures_and_report(results, results / "figures")
     return 0
 
 

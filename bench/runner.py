@@ -233,6 +233,13 @@ def _run(cfg, store: ResultsDir, progress: bool, ex, cell_timeout, cell_max_memo
 
     table = store.collect(paths)
     store.write_table(table)
+    try:  # latent labels for the case-study figures; a failure here costs only the labels
+        from bench.labels import task_prompts, write_labels
+
+        prompts = [] if world.preset.is_embedded else task_prompts(cfg.tasks, cfg.seeds, lambda t: 2 * (cfg.train_size(t) + cfg.n_test))
+        write_labels(world, store.path, prompts)
+    except Exception as exc:  # noqa: BLE001
+        log.error("latent labels could not be computed: %s: %s", type(exc).__name__, exc)
     store.write_run_json({
         "config": asdict(cfg), "world_fingerprint": world.fingerprint, "sae_ids": list(world.sae_ids),
         "world": world.meta.get("world", {}).get("quality_held_out"), "executor": ex.name,

@@ -297,7 +297,7 @@ def cost(df: pd.DataFrame, out: Path) -> list[Path]:
     return style.save(fig, out, "cost")
 
 
-def case_study(df: pd.DataFrame, out: Path) -> list[Path]:
+def case_study(df: pd.DataFrame, out: Path, labels: pd.DataFrame | None = None) -> list[Path]:
     """One heatmap per task: the mask's studied circuit (chosen on train), first seed.
 
     One row of panels per SAE (layer order), positions on x labelled from every test prompt
@@ -310,6 +310,10 @@ def case_study(df: pd.DataFrame, out: Path) -> list[Path]:
     circ, ref = tables.circuits(df), tables.references(df)
     d = tables.ok_rows(df)
     nodes_all = d[d.metric == "circuit_node"]
+    # bench.labels: each latent's top-activating token, when the run wrote them
+    names = {} if labels is None else {(r.site, int(r.latent)): r.label for r in labels.itertuples()}
+    y_note = ("y: index · its top-activating token over the world's text (share of its top 20) → the token its decoder "
+              "direction promotes" if names else "y")
     for task in sorted(nodes_all.task.unique()):
         st = circ[(circ.task == task) & circ.studied]
         methods = [m for m in style.methods_in(df) if m in set(st.method)]
@@ -346,7 +350,8 @@ def case_study(df: pd.DataFrame, out: Path) -> list[Path]:
                 grid[lats.index(r.latent), int(r.pos)] = r.value if scored else 1.0
             im = ax.imshow(grid, aspect="auto", cmap="RdBu_r" if scored else "Reds", vmin=-lim if scored else 0, vmax=lim,
                            interpolation="nearest")
-            ax.set_yticks(range(len(lats)), [str(v) for v in lats], fontsize=7)
+            ax.set_yticks(range(len(lats)), [f"{v} · {names[(site, v)]}" if (site, v) in names else str(v) for v in lats],
+                          fontsize=7)
             more = f", {n_hidden} latents not shown" if n_hidden else ""
             ax.set_ylabel(f"{site.replace('.hook_resid_post', '').replace('.hook_resid_pre', ' (pre)')}\n"
                           f"({int((nodes.site == site).sum())} nodes{more})", fontsize=8)
@@ -361,6 +366,7 @@ def case_study(df: pd.DataFrame, out: Path) -> list[Path]:
         if scored and im is not None:
             fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.03, label="score (drop in LD when ablated)")
         fig.suptitle(f"{task}: {style.label(m)}, studied circuit (chosen on train), seed {seed}: {int(row.size_nodes)} nodes, "
-                     f"F_train {row.F_train:.2f}, F_test {row.F_test:.2f}\nlatents (y) at positions (x), one row per SAE", fontsize=9)
+                     f"F_train {row.F_train:.2f}, F_test {row.F_test:.2f}\nlatents ({y_note}) at positions (x), one row per SAE",
+                     fontsize=9)
         written += style.save(fig, out, f"case_study_{task}")
     return written

@@ -1,4 +1,4 @@
-"""The figure registry: name -> function(rows, out_dir) -> written paths.
+"""The figure registry: name -> function(rows, out_dir[, labels]) -> written paths.
 
 A figure that fails is logged and skipped; the others are still drawn.
 """
@@ -29,12 +29,16 @@ FIGURES: dict[str, Callable[[pd.DataFrame, Path], list[Path]]] = {
 }
 
 
-def render_all(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+def render_all(df: pd.DataFrame, out_dir: str | Path, labels: pd.DataFrame | None = None) -> list[Path]:
+    """Every figure; ``labels`` (bench.labels, when the run wrote them) go to the figures that take them."""
+    import inspect
+
     out_dir = Path(out_dir)
     written: list[Path] = []
     for name, fn in FIGURES.items():
         try:
-            written += fn(df, out_dir)
+            extra = {"labels": labels} if "labels" in inspect.signature(fn).parameters else {}
+            written += fn(df, out_dir, **extra)
         except Exception as exc:  # noqa: BLE001 - one broken figure never blocks the rest
             log.error("figure %s failed: %s: %s", name, type(exc).__name__, exc)
     return written
