@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from bench.errors import UsageError
+from bench.errors import InputError, UsageError
 
 log = logging.getLogger("bench")
 
@@ -83,9 +83,14 @@ def add_run_commands(sub) -> None:
                         "prompts; random: the random-weights world; basis: residual coordinates as nodes); OUT's report "
                         "then shows real vs control")
     ct.add_argument("name", help="shuffled, random (bench/controls.py) or basis (residual coordinates as nodes)")
-    ct.add_argument("--methods", default=None, type=_csv, help="comma list (default: every method, as 'all')")
-    ct.add_argument("--tasks", default=None, type=_csv, help="comma list (default: every task, as 'all')")
-    _run_options(ct)
+    ct.add_argument("--out", default="results", help="the real run's results directory; the control repeats the settings "
+                    "in its run.json (default: %(default)s)")
+    for flag, kw in (("--no-figures", {"action": "store_true", "help": "skip the control's own figures and report"}),
+                     ("--no-progress", {"action": "store_true"}), ("--deterministic", {"action": "store_true"}),
+                     ("--executor", {"default": "inline"}), ("--jobs", {"type": int, "default": 1}),
+                     ("--ray-address", {"default": None}), ("--cell-timeout", {"type": float, "default": None}),
+                     ("--cell-max-memory", {"type": float, "default": None, "metavar": "MB"})):
+        ct.add_argument(flag, **kw)
     ct.set_defaults(func=cmd_control)
 
     lb = sub.add_parser("labels", help="compute the latent labels of a finished run's world (latent_labels.parquet; "
@@ -218,28 +223,46 @@ CONTROLS = {"shuffled": {"answers": "shuffled"}, "random": {"answers": "oriented
             "basis": {"preset": "embedded-basis"}}
 
 
+def config_from_run(run_json: Path):
+    """The RunConfig a finished run recorded in its run.json (one line naming the file if unreadable)."""
+
+    from bench.harness import RunConfig
+
+    try:
+        raw = json.loads(run_json.read_text())["config"]
+        fields = RunConfig.__dataclass_fields__
+        return RunConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in raw.items() if k in fields})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{run_json}: cannot read the run's settings ({type(exc).__name__}: {exc})") from None
+
+
 def cmd_control(args: argparse.Namespace) -> int:
-    """Run control NAME with the command line's settings into OUT/controls/NAME, then rewrite OUT's report."""
+    """Run control NAME with the real run's settings (OUT/run.json) into OUT/controls/NAME, then
+    rewrite OUT's report with the real-vs-control table."""
     import dataclasses
 
     from bench.errors import did_you_mean
 
     if args.name not in CONTROLS:
         raise UsageError(did_you_mean(args.name, tuple(CONTROLS), "control"))
-    if args.answers != "task" and "answers" in CONTROLS[args.name]:
-        raise UsageError(f"control {args.name!r} sets --answers itself; leave it out")
-    over = dict(CONTROLS[args.name])
-    if "preset" in over and args.preset != "embedded":
-        raise UsageError(f"control {args.name!r} runs on preset {over['preset']!r}; leave --preset out")
     real = Path(args.out)
-    cfg = dataclasses.replace(_config(args, args.tasks, args.methods), **over)
+    run_json = real / "run.json"
+    if not run_json.is_file() or not (real / "results.parquet").is_file():
+        raise InputError(f"{real}: no finished run here (run.json or results.parquet missing); run "
+                         f"'python -m bench all --out {real}' first: a control repeats that run's settings")
+    base = config_from_run(run_json)
+    if base.answers != "task":
+        raise InputError(f"{run_json}: this run is itself a control (answers {base.answers!r}); give the real run's directory")
+    if "preset" in CONTROLS[args.name] and base.preset != "embedded":
+        raise InputError(f"{run_json}: control {args.name!r} is a variant of the embedded world; this run used preset "
+                         f"{base.preset!r}")
+    cfg = dataclasses.replace(base, **CONTROLS[args.name])
     args.out = str(real / "controls" / args.name)
     rc = _execute(args, cfg)
-    if (real / "results.parquet").is_file() and not args.no_figures:
-        from bench.report import write_report
-        from bench.results import load_results
+    from bench.report import write_report
+    from bench.results import load_results
 
-        log.info("report with controls: %s", write_report(load_results(real), real, real / "figures"))
+    log.info("report with controls: %s", write_report(load_results(real), real, real / "figures"))
     return rc
 
 
@@ -270,18 +293,19 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 def cmd_labels(args: argparse.Namespace) -> int:
     """Labels for the world a results directory was run on (its run.json), then figures and report."""
+    import dataclasses
+
     from bench.labels import write_labels
     from bench.loading import load_world
 
     results = Path(args.results)
     run_json = results / "run.json"
     if not run_json.is_file():
-        raise UsageError(f"{run_json}: no run here; run 'python -m bench all --out {results}' first")
-    cfg = json.loads(run_json.read_text()).get("config", {})
-    world = load_world(cfg.get("preset", "embedded"), cfg.get("error_policy", "drop"), cfg.get("device", "cpu"),
-                       cfg.get("world_dir"))
+        raise InputError(f"{run_json}: no run here; run 'python -m bench all --out {results}' first")
+    cfg = dataclasses.asdict(config_from_run(run_json))
+    world = load_world(cfg["preset"], "keep", cfg["device"], cfg["world_dir"])  # labels read the true residual
     if cfg.get("sites"):
-        world = __import__("dataclasses").replace(world, spliced=world.spliced.with_sites(cfg["sites"]))
+        world = dataclasses.replace(world, spliced=world.spliced.with_sites(cfg["sites"]))
     prompts = []
     if not world.preset.is_embedded:
         from bench.labels import task_prompts

@@ -3,9 +3,11 @@
 A control run (``python -m bench control NAME``, see :mod:`bench.controls`) writes its rows to
 ``RESULTS/controls/NAME/``. For every task, headline target and method this module puts the real
 run's test F (with its 95% interval) next to the control's, and flags the pair when the control's F
-lies inside the real interval or above it: then the method reaches on a control, where no task
-mechanism supports the answers, the faithfulness it reaches on the real task, and that F cannot be
-read as evidence of a mechanism. (For the ``basis`` control, the same flag means the residual
+lies inside the real interval or above it with a circuit no larger than the real one (each run
+matches a target to its own mask's nearest size, so the two sizes differ; a control that needs
+more nodes is not flagged): then the method reaches on a control, where no task mechanism
+supports the answers, the faithfulness it reaches on the real task, and that F cannot be read as
+evidence of a mechanism. (For the ``basis`` control, the same flag means the residual
 coordinates are as faithful as the SAE latents at the same node count.) It also gives each run's signal m(M+SAE) − m(∅): a control whose
 signal is near 0 has nothing to explain and its F is noise.
 """
@@ -52,7 +54,9 @@ def compare(real: dict, controls: dict[str, dict]) -> tuple[pd.DataFrame, pd.Dat
             continue
         merged = m_real.merge(m_c, on=["task", "target", "method"], suffixes=("_real", "_control"))
         for _, r in merged.iterrows():
-            flag = bool(np.isfinite(r.F_control) and np.isfinite(r.lo_real) and r.F_control >= r.lo_real)
+            # as good: at most the real circuit's size, and F inside the real interval or above it
+            flag = bool(np.isfinite(r.F_control) and np.isfinite(r.lo_real) and r.F_control >= r.lo_real
+                        and r.k_control <= r.k_real)
             rows.append({"control": name, "task": r.task, "target": r.target, "method": r.method,
                          "k_real": r.k_real, "k_control": r.k_control,
                          "F_real": r.F_real, "lo_real": r.lo_real, "hi_real": r.hi_real,
@@ -66,10 +70,31 @@ def compare(real: dict, controls: dict[str, dict]) -> tuple[pd.DataFrame, pd.Dat
     return pd.DataFrame(rows), (pd.concat(sig, ignore_index=True) if sig else pd.DataFrame())
 
 
-def load_controls(results: Path, n_boot: int = 2000) -> dict[str, dict]:
+# settings a control may differ in from its real run (what makes it a control, or runtime only)
+_MAY_DIFFER = {"preset", "answers", "device", "max_rows", "world_dir"}
+
+
+def _config(path: Path) -> dict:
+    import json
+
+    f = Path(path) / "run.json"
+    return json.loads(f.read_text()).get("config", {}) if f.is_file() else {}
+
+
+def load_controls(results: Path, n_boot: int = 2000) -> tuple[dict[str, dict], list[str]]:
+    """(control name -> its report tables, notes on controls left out because their settings differ)."""
     from bench.results import load_results
 
-    return {name: verdict.build(load_results(p), n_boot) for name, p in control_dirs(results).items()}
+    real = _config(results)
+    out, notes = {}, []
+    for name, p in control_dirs(results).items():
+        ctl = _config(p)
+        differ = sorted(k for k in set(real) | set(ctl) if k not in _MAY_DIFFER and real.get(k) != ctl.get(k))
+        if differ:
+            notes.append(f"control `{name}` left out: its settings differ from this run's in {', '.join(differ)}")
+            continue
+        out[name] = verdict.build(load_results(p), n_boot)
+    return out, notes
 
 
 def flags_for_pairwise(cmp: pd.DataFrame) -> dict[tuple[str, int, str], list[str]]:

@@ -9,12 +9,14 @@ that behaviour and any mechanism the prompt supports, while keeping F defined:
   almost nothing (the model is right on ~every prompt). On the **random-weights world** (preset
   ``embedded-random``) the model has no task mechanism; its preference between the two answers is
   whatever its random weights produce, and orientation makes that preference the "behaviour".
-* ``shuffled``: the answer pairs are permuted across the prompts of each split (a derangement, so
-  no prompt keeps its own pair), then oriented. The real model now "explains" why it prefers one
-  of two answers that belong to another prompt. For IOI these are names absent from the prompt;
-  for the code tasks a value or ``Traceback`` unrelated to this dictionary or list; for SVA a verb
-  pair whose preference may still follow the subject's number (a mechanism that survives the
-  shuffle, said in the report).
+* ``shuffled``: each prompt gets two answers borrowed from other prompts of its split: the clean
+  answers of two prompts of the same ``case``, neither of them in this prompt nor one of its own
+  answers (:func:`shuffle_answers`), then oriented. The real model now "explains" why it prefers
+  one of two answers that no rule of the task separates: two IO names absent from the prompt, two
+  digits of other dictionaries or lists (never ``Traceback``, which is always one of a code
+  prompt's own answers), two verbs of the same number. The task's mechanisms (IO vs S, "does the
+  key exist", subject number) decide nothing between them. (Version 1 permuted whole answer
+  pairs; review showed that kept "digit vs Traceback" and verb number, i.e. the real tasks.)
 
 Without orientation both controls would have m(M+SAE) ≈ m(∅) ≈ 0 on average, so F would be a ratio
 of noise to noise. With it, a method's control F measures how much of an arbitrary, prompt-specific
@@ -40,21 +42,52 @@ def check_answers(mode: str) -> None:
         raise UsageError(did_you_mean(mode, ANSWERS, "answers mode"))
 
 
-def derangement(n: int, seed: int) -> torch.Tensor:
-    """A seeded permutation of range(n) with no fixed point (n ≥ 2): rejection sampling."""
-    if n < 2:
-        raise UsageError(f"a shuffled control needs at least 2 prompts per split, got {n}")
-    g = torch.Generator().manual_seed(seed)
-    while True:  # the chance that a random permutation is a derangement is ~1/e
-        perm = torch.randperm(n, generator=g)
-        if not (perm == torch.arange(n)).any():
-            return perm
-
-
 def shuffle_answers(data: TaskData, seed: int) -> TaskData:
-    """Every prompt gets another prompt's (clean_answer, patch_answer) pair."""
-    perm = derangement(len(data), seed)
-    return dataclasses.replace(data, clean_answer=data.clean_answer[perm], patch_answer=data.patch_answer[perm])
+    """Every prompt gets two answers that belong to other prompts and carry no mechanism of its own.
+
+    For prompt ``i``: the clean answers of two other prompts ``j``, ``k`` of the same ``case``
+    (so the pair differs in nothing the task decides: two singular verbs, two digits of existing
+    keys, two IO names), distinct from each other, from prompt ``i``'s own two answers, and from
+    every token of its clean and patch prompts (an IOI name that is in the prompt would bring the
+    real mechanism back). Drawn with a seeded generator; a prompt with no such pair keeps a pair
+    drawn without the case condition, and :func:`shuffle_report` counts those.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = len(data)
+    if n < 3:
+        raise UsageError(f"a shuffled control needs at least 3 prompts per split, got {n}")
+    answers = data.clean_answer
+    by_case: dict[str, list[int]] = {}
+    for i, c in enumerate(data.cases):
+        by_case.setdefault(c, []).append(i)
+    clean_a, patch_a, relaxed = answers.clone(), data.patch_answer.clone(), 0
+    for i in range(n):
+        banned = set(data.clean[i].tolist()) | set(data.patch[i].tolist()) | {int(answers[i]), int(data.patch_answer[i])}
+        pair = _draw_pair(by_case, data.cases, answers, banned, i, g, same_case=True)
+        if pair is None:
+            relaxed += 1
+            pair = _draw_pair(by_case, data.cases, answers, banned, i, g, same_case=False)
+        if pair is None:
+            raise UsageError(f"{data.name}: no two other prompts' answers avoid prompt {i}'s tokens; "
+                             "the shuffled control cannot be built for this task")
+        clean_a[i], patch_a[i] = pair
+    out = dataclasses.replace(data, clean_answer=clean_a, patch_answer=patch_a)
+    SHUFFLE_STATS[(data.name, data.split, seed)] = {"prompts": n, "without_case_match": relaxed}
+    return out
+
+
+SHUFFLE_STATS: dict[tuple, dict] = {}  # (task, split, seed) -> counts, for the log and tests
+
+
+def _draw_pair(by_case, cases, answers, banned, i, g, same_case: bool, tries: int = 200):
+    pool = [j for j in (by_case[cases[i]] if same_case else range(len(cases))) if j != i and int(answers[j]) not in banned]
+    if len(pool) < 2:
+        return None
+    for _ in range(tries):
+        a, b = (pool[int(x)] for x in torch.randint(len(pool), (2,), generator=g))
+        if int(answers[a]) != int(answers[b]) and (not same_case or cases[a] == cases[b]):
+            return int(answers[a]), int(answers[b])
+    return None
 
 
 @torch.no_grad()

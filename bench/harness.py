@@ -184,6 +184,9 @@ def setup_task(task, world, cfg: RunConfig, seed: int) -> TaskSetup:
     # Generate enough records for both splits; pairs come in groups of up to 2.
     train, test = task_splits(task, world, cfg, seed)
     if cfg.error_policy == "mean":
+        # this setup's own view of the model (weights and pass counter shared): the cached world
+        # serves every task and seed, and each fits its own per-position error means
+        spliced = spliced.with_policy("mean")
         spliced.fit_error_means(train.patch)
     if cfg.answers != "task":  # a control (bench.controls): answers shuffled and/or oriented per split
         from bench.controls import apply_answers
@@ -477,12 +480,13 @@ def error_rows(method_name: str, exc: BaseException | str) -> list[dict]:
 
 def code_version() -> str:
     """A hash of the suite's evaluation code: harness, evaluator, sizes, masked runs, ablation,
-    data and the spliced model. Cached cells key on it, so an improved evaluator never reuses old cells."""
+    data, the spliced model and the answer controls. Cached cells key on it, so an improved evaluator never reuses old cells."""
     import bench
 
     root = __import__("pathlib").Path(bench.__file__).parent
     h = hashlib.sha256()
-    for name in ("harness.py", "evaluate.py", "sizes.py", "masked.py", "ablation.py", "data.py", "spliced.py", "api.py"):
+    for name in ("harness.py", "evaluate.py", "sizes.py", "masked.py", "ablation.py", "data.py", "spliced.py", "api.py",
+                 "controls.py"):
         p = root / name
         if p.is_file():
             h.update(p.read_bytes())

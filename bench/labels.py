@@ -28,7 +28,7 @@ import torch
 log = logging.getLogger(__name__)
 
 TOP = 20
-VERSION = 2  # bump when labels change, so cached label files are recomputed
+VERSION = 3  # bump when labels change, so cached label files are recomputed
 N_TEXTS = 2000
 FILE = "latent_labels.parquet"
 
@@ -54,8 +54,12 @@ def label_texts(world, task_prompts: list[str]) -> list[str]:
 def compute_labels(world, texts: list[str], batch_size: int = 128) -> pd.DataFrame:
     """One row per (site, latent): label, top tokens with counts, a context, max activation, share of
     token positions where it is active."""
-    spliced, tok = world.spliced, world.tokenizer
+    # every SAE reads the model's true residual (error kept): a latent's label should not depend on
+    # the run's error policy or on which other SAEs are spliced
+    spliced, tok = world.spliced.with_policy("keep"), world.tokenizer
     sites = spliced.sites
+    side = getattr(tok, "padding_side", "right")
+    tok.padding_side = "right"  # padding after the text: causal attention leaves the real tokens alone
     best_v = {s: None for s in sites}  # [TOP, d_sae] running top activations
     best_i = {s: None for s in sites}  # [TOP, d_sae] their global token indices
     active = {s: torch.zeros(spliced.d_sae(s)) for s in sites}
@@ -64,7 +68,8 @@ def compute_labels(world, texts: list[str], batch_size: int = 128) -> pd.DataFra
     for i in range(0, len(texts), batch_size):
         enc = tok(texts[i : i + batch_size], padding=True, return_tensors="pt")
         ids, mask = enc["input_ids"], enc["attention_mask"].bool()
-        mask[:, 0] = False  # BOS: latents are zeroed there by the spliced model
+        if tok.bos_token_id is not None:
+            mask[:, 0] &= ids[:, 0] != tok.bos_token_id  # BOS: latents are zeroed there by the spliced model
         cap: dict[str, torch.Tensor] = {}
         spliced.run(ids.to(spliced.device), capture=cap)
         all_ids += ids.tolist()
@@ -80,6 +85,7 @@ def compute_labels(world, texts: list[str], batch_size: int = 128) -> pd.DataFra
             best_v[s], best_i[s] = top_v, ix.gather(0, top_at)
         n_tokens += int(flat_mask.sum())
         offset += ids.numel()
+    tok.padding_side = side
     promotes = {s: _promoted_tokens(spliced, s, tok) for s in sites}
     flat_ids = [t for r in all_ids for t in r]
     starts = [0]

@@ -98,7 +98,7 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
     t = summary(df, n_boot)
     from bench import control_report
 
-    controls = control_report.load_controls(results, n_boot)
+    controls, control_notes = control_report.load_controls(results, n_boot)
     ctrl_cmp, ctrl_sig = control_report.compare(t, controls) if controls else (pd.DataFrame(), pd.DataFrame())
     t["controls"], t["control_signal"] = ctrl_cmp, ctrl_sig
     flags = control_report.flags_for_pairwise(ctrl_cmp)
@@ -146,13 +146,16 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
         lines += [markdown_table(pw, cols), ""]
         if controls:
             lines += ["`controls as good`: the method (mask or other) reaches, on the named control, a test F inside "
-                      "or above its real interval at this target (see Controls below): its F here is no evidence of a "
-                      "mechanism.", ""]
+                      "or above its real interval at this target with no more nodes (see Controls below). On `shuffled` "
+                      "and `random` its F here is no evidence of a mechanism; on `basis` the raw residual coordinates "
+                      "do as well as the SAE latents.", ""]
         counts = pw.groupby(["vs", "verdict"]).size().unstack(fill_value=0)
         raw = pw.groupby(["vs", "verdict_interval"]).size().unstack(fill_value=0)
         lines += ["Tally over tasks and matched sizes:", "", markdown_table(counts.reset_index()), "",
                   "The same, judged by the interval alone (saturated pairs included):", "",
                   markdown_table(raw.reset_index()), ""]
+    if control_notes and not controls:
+        lines += ["## Controls", ""] + [f"- {n}" for n in control_notes] + [""]
     if controls:
         cc = ctrl_cmp.copy()
         if not cc.empty:
@@ -160,17 +163,21 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
             cc["F control"] = [ci(r.F_control, r.lo_control, r.hi_control, 2) for _, r in cc.iterrows()]
         lines += ["## Controls", "",
                   "Runs where a faithful small circuit would be fitted noise (bench/controls.py; README \"Controls\"): "
-                  "`shuffled` = the real model with each prompt's answer pair taken from another prompt, then ordered "
-                  "so the model prefers the first; `random` = the same architecture with random weights and its own "
+                  "`shuffled` = the real model, each prompt's two answers borrowed from other prompts of its case (clean "
+                  "answers absent from this prompt and not its own), ordered so the model prefers the first; `random` = the same architecture with random weights and its own "
                   "SAEs, answers ordered the same way; `basis` = the real model and answers with the residual "
                   "coordinates as nodes (identity dictionary): there `control_as_good` means the raw basis is as "
                   "faithful as the SAE latents at the same node count. Test F at the same headline targets (each run's own matched "
                   "sizes `k`), the control's train F, and `control_as_good` where the control's F reaches the real "
-                  "interval's lower end.", "",
+                  "interval's lower end with no more nodes than the real circuit. A `basis` node is half a "
+                  "coordinate (its positive or negative part), so at equal node count the basis holds at most as "
+                  "many coordinates as the SAE circuit holds latents: a handicap for the basis, so a `basis` flag is "
+                  "strong evidence and its absence weaker.", "",
                   markdown_table(cc, ["control", "task", "target", "method", "k_real", "k_control", "F real", "F control",
                                       "F_train_control", "control_as_good"]), "",
                   "Signal per run: m(M+SAE) − m(∅) on the test split (mean over seeds); near 0, a run has no behaviour "
-                  "to explain.", "", markdown_table(ctrl_sig, ["run", "task", "m_sae", "signal"]), ""]
+                  "to explain.", "", markdown_table(ctrl_sig, ["run", "task", "m_sae", "signal"]), "",
+                  *[f"- {n}" for n in control_notes], *([""] if control_notes else [])]
     lv = t["levels"].copy()
     if not lv.empty:
         lv["nodes for F ≥ level"] = [ci(r.nodes, r.lo, r.hi, 1) for _, r in lv.iterrows()]

@@ -128,7 +128,8 @@ def verdict_forest(df: pd.DataFrame, out: Path) -> list[Path]:
         for r in d.itertuples():
             c = style.color(r.vs, methods)
             sat = r.verdict == "saturated"
-            ax.errorbar(r.diff, row[(r.vs, int(r.target))], xerr=[[r.diff - r.lo], [r.hi - r.diff]], fmt="o", ms=4,
+            # a percentile interval can miss its own point estimate on few prompts: draw no negative arm
+            ax.errorbar(r.diff, row[(r.vs, int(r.target))], xerr=[[max(0.0, r.diff - r.lo)], [max(0.0, r.hi - r.diff)]], fmt="o", ms=4,
                         color=c, mfc="white" if sat else c, capsize=2)
             ax.annotate(f"{r.k}", (r.hi, row[(r.vs, int(r.target))]), xytext=(3, -2), textcoords="offset points",
                         fontsize=6, color="0.35")

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from bench.controls import apply_answers, derangement, orient_answers, shuffle_answers
+from bench.controls import apply_answers, orient_answers, shuffle_answers
 from bench.data import logit_diff, tokenize_records
 from bench.world.train_saes import SAETrainConfig
 from tasks import SubjectVerbAgreement
@@ -19,23 +19,38 @@ def _sva(world, n=24):
     return tokenize_records(SubjectVerbAgreement().records(n, 0), world.tokenizer, "sva", "1", "sva")
 
 
-def test_derangement_is_a_seeded_permutation_without_fixed_points():
-    for n in (2, 3, 17, 200):
-        p = derangement(n, seed=n)
-        assert sorted(p.tolist()) == list(range(n))
-        assert not (p == torch.arange(n)).any()
-        assert torch.equal(p, derangement(n, seed=n))
+@pytest.mark.parametrize("task_name", ["ioi", "dict_keyerror", "sva"])
+def test_shuffled_answers_carry_no_mechanism_of_the_prompt(tiny_world, task_name):
+    from bench.harness import load_task
 
-
-def test_shuffled_answers_are_another_prompts_pair(tiny_world):
-    data = _sva(tiny_world)
+    data = tokenize_records(load_task(task_name).records(60, 0), tiny_world.tokenizer, task_name, "1", task_name)
     out = shuffle_answers(data, seed=3)
-    pairs = list(zip(data.clean_answer.tolist(), data.patch_answer.tolist()))
-    got = list(zip(out.clean_answer.tolist(), out.patch_answer.tolist()))
-    assert sorted(got) == sorted(pairs)  # the same pairs, kept as pairs
-    perm = derangement(len(data), 3)
-    assert got == [pairs[j] for j in perm.tolist()]
+    own_clean = {int(a): [] for a in data.clean_answer}
+    for j, (a, c) in enumerate(zip(data.clean_answer.tolist(), data.cases)):
+        own_clean[a].append((j, c))
+    for i in range(len(data)):
+        a, b = int(out.clean_answer[i]), int(out.patch_answer[i])
+        prompt = set(data.clean[i].tolist()) | set(data.patch[i].tolist())
+        assert a != b and a not in prompt and b not in prompt
+        assert {a, b}.isdisjoint({int(data.clean_answer[i]), int(data.patch_answer[i])})
+        # both are clean answers of other prompts
+        assert any(j != i for j, _ in own_clean.get(a, [])) and any(j != i for j, _ in own_clean.get(b, []))
     assert torch.equal(out.clean, data.clean) and torch.equal(out.patch, data.patch)
+    if task_name == "dict_keyerror":  # Traceback is one of every code prompt's own answers: never borrowed
+        tb = tiny_world.tokenizer.convert_tokens_to_ids("Traceback")
+        assert not (out.clean_answer == tb).any() and not (out.patch_answer == tb).any()
+    if task_name == "sva":  # two verbs of the same number: both singular or both plural
+        plural = {int(v) for v, c in zip(data.clean_answer, data.cases) if c == "plural"}
+        assert all((int(x) in plural) == (int(y) in plural) for x, y in zip(out.clean_answer, out.patch_answer))
+
+
+def test_train_and_test_are_shuffled_differently(tiny_world):
+    data = _sva(tiny_world, 40)
+    tr, te = data.subset(list(range(40)), "train"), data.subset(list(range(40)), "test")
+    a = apply_answers("shuffled", tr, tiny_world.spliced, 0)
+    b = apply_answers("shuffled", te, tiny_world.spliced, 0)
+    assert not torch.equal(torch.stack([a.clean_answer, a.patch_answer]).sort(0).values,
+                           torch.stack([b.clean_answer, b.patch_answer]).sort(0).values)
 
 
 def test_orientation_swaps_exactly_the_prompts_the_model_gets_wrong(tiny_world):
@@ -119,21 +134,73 @@ def test_a_missing_variant_is_one_clear_line(tiny_world_dir, capsys):
 
 
 def test_control_command_writes_the_controls_table(variant_world, tmp_path):
+    import pandas as pd
+
     from bench.cli import main
 
     out = tmp_path / "r"
     common = ["--world", str(variant_world), "--quick", "--no-progress", "--n-train", "12", "--n-test", "12",
               "--tasks", "sva", "--methods", "binary_mask,attribution_patching,random", "--option", "binary_mask.steps=5"]
+    assert main(["control", "shuffled", "--out", str(out), "--no-progress"]) == 2  # no real run yet: one line
     assert main(["run", "--out", str(out), *common]) == 0
-    assert main(["control", "shuffled", "--out", str(out), *common]) == 0
-    assert main(["control", "random", "--out", str(out), *common]) == 0
-    run = json.loads((out / "controls" / "random" / "run.json").read_text())
-    assert run["config"]["preset"] == "embedded-random" and run["config"]["answers"] == "oriented"
+    for name in ("shuffled", "random", "basis"):
+        assert main(["control", name, "--out", str(out), "--no-progress", "--no-figures"]) == 0
+    real = json.loads((out / "run.json").read_text())["config"]
+    for name, preset, answers in (("shuffled", real["preset"], "shuffled"), ("random", "embedded-random", "oriented"),
+                                  ("basis", "embedded-basis", "task")):
+        run = json.loads((out / "controls" / name / "run.json").read_text())["config"]
+        assert (run["preset"], run["answers"]) == (preset, answers)
+        assert {k: v for k, v in run.items() if k not in ("preset", "answers")} == \
+            {k: v for k, v in real.items() if k not in ("preset", "answers")}  # the real run's settings
     report = (out / "report.md").read_text()
     assert "## Controls" in report and "controls as good" in report
+    cmp = pd.read_csv(out / "summary_controls.csv")
+    assert set(cmp.control) == {"shuffled", "random", "basis"} and set(cmp.method) >= {"attribution_patching"}
+    # the control column is the control run's own F, not the real run's again
+    from bench import verdict
+    from bench.results import load_results
+
+    for name in ("shuffled", "random"):
+        own = verdict.build(load_results(out / "controls" / name))["matched"]
+        got = cmp[cmp.control == name].merge(own, on=["task", "target", "method"])
+        assert len(got) and (got.F_control - got.F).abs().max() < 1e-9
+        assert (got.F_control - got.F_real).abs().max() > 1e-6
+
+
+def _matched(F, lo, hi, k, method="m", target=30):
     import pandas as pd
 
-    cmp = pd.read_csv(out / "summary_controls.csv")
-    assert set(cmp.control) == {"shuffled", "random"} and set(cmp.method) >= {"attribution_patching"}
-    sig = pd.read_csv(out / "summary_control_signal.csv")
-    assert (sig[sig.run != "real"].m_sae > 0).all()  # oriented answers: the model prefers the first one
+    return pd.DataFrame([{"task": "t", "target": target, "method": method, "k": k, "F": F, "lo": lo, "hi": hi,
+                          "F_train": F}])
+
+
+@pytest.mark.parametrize("real,ctl,flag", [
+    ((0.9, 0.8, 1.0, 30), (0.85, 0.7, 1.0, 30), True),    # inside the real interval, same size
+    ((0.9, 0.8, 1.0, 30), (0.95, 0.9, 1.0, 20), True),    # above it, smaller
+    ((0.9, 0.8, 1.0, 30), (0.5, 0.4, 0.6, 30), False),    # below it
+    ((0.9, 0.8, 1.0, 30), (0.9, 0.8, 1.0, 60), False),    # as good, but with twice the nodes
+    ((0.9, 0.8, 1.0, 30), (float("nan"), float("nan"), float("nan"), 30), False),
+])
+def test_control_flag_rule(real, ctl, flag):
+    import pandas as pd
+
+    from bench.control_report import compare, flags_for_pairwise
+
+    empty_ref = pd.DataFrame()
+    cmp, _ = compare({"matched": _matched(*real), "references": empty_ref},
+                     {"c": {"matched": _matched(*ctl), "references": empty_ref}})
+    assert bool(cmp.control_as_good.iloc[0]) is flag
+    assert (("t", 30, "m") in flags_for_pairwise(cmp)) is flag
+
+
+def test_mean_policy_setups_keep_their_own_error_means(tiny_world):
+    from bench.harness import RunConfig, load_task, setup_task
+
+    cfg = RunConfig(error_policy="mean", n_train=8, n_test=8)
+    a = setup_task(load_task("sva"), tiny_world, cfg, 0)
+    b = setup_task(load_task("dict_keyerror"), tiny_world, cfg, 0)  # longer prompts, fitted after a
+    ref = tiny_world.spliced.with_policy("mean")
+    ref.fit_error_means(a.train.patch)
+    for site in ref.sites:
+        torch.testing.assert_close(a.ctx.spliced.error_means[site], ref.error_means[site], rtol=0, atol=0)
+        assert a.evaluator.spliced.error_means[site].shape[0] == a.train.n_pos != b.train.n_pos

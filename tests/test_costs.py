@@ -17,13 +17,13 @@ from bench.costs import CostMeter
 from bench.spliced import PassCounter
 
 
-@pytest.mark.skipif(not heap.available(), reason="the C library has no mallinfo2 (not glibc >= 2.33)")
 def _work() -> None:
     blocks = [torch.ones(64, 1024) * i for i in range(512)]  # 512 x 256 KiB, alive together
     time.sleep(0.1)  # a peak that lasts 20 sampling intervals (the meter samples; it can miss a shorter one)
     del blocks
 
 
+@pytest.mark.skipif(not heap.available(), reason="the C library has no mallinfo2 (not glibc >= 2.33)")
 def test_cpu_peak_sees_reused_memory():
     _work()
     _work()  # the allocator now keeps these pages: RSS would not grow again
