@@ -4,8 +4,8 @@ A circuit's faithfulness F = (m(C) − m(∅)) / (m(M+SAE) − m(∅)) is only d
 has a behaviour to explain: m(M+SAE) − m(∅) well away from 0. Two controls break the link between
 that behaviour and any mechanism the prompt supports, while keeping F defined:
 
-* ``oriented``: each prompt's answer pair is ordered so that the spliced model prefers the first
-  (``logit[clean_answer] ≥ logit[patch_answer]``). On a trained model and a real task this changes
+* ``oriented``: each prompt's answer pair is ordered so that the preference the latents carry,
+  LD(M+SAE) − LD(∅) on that prompt, is positive (:func:`orient_answers`). On a trained model and a real task this changes
   almost nothing (the model is right on ~every prompt). On the **random-weights world** (preset
   ``embedded-random``) the model has no task mechanism; its preference between the two answers is
   whatever its random weights produce, and orientation makes that preference the "behaviour".
@@ -19,7 +19,9 @@ that behaviour and any mechanism the prompt supports, while keeping F defined:
   pairs; review showed that kept "digit vs Traceback" and verb number, i.e. the real tasks.)
 
 Without orientation both controls would have m(M+SAE) ≈ m(∅) ≈ 0 on average, so F would be a ratio
-of noise to noise. With it, a method's control F measures how much of an arbitrary, prompt-specific
+of noise to noise. (Version 1 ordered by LD(M+SAE) alone; on the random-weights world the
+preference is mostly a fixed bias between the two tokens, which the empty circuit keeps, so
+m(M+SAE) − m(∅) was ~0 and F was noise again.) With it, a method's control F measures how much of an arbitrary, prompt-specific
 preference a circuit of k latents reproduces on **held-out** prompts. A method that also reaches
 high F on a control at the same k cannot use that F as evidence of a mechanism; a train F far above
 the test F shows a circuit fitted to its train prompts.
@@ -91,24 +93,33 @@ def _draw_pair(by_case, cases, answers, banned, i, g, same_case: bool, tries: in
 
 
 @torch.no_grad()
-def orient_answers(data: TaskData, spliced, max_rows: int = 256) -> TaskData:
-    """Swap the two answers wherever the spliced model prefers the patch answer on the clean prompt."""
-    lds = []
-    for i in range(0, len(data), max_rows):
-        part = data.subset(list(range(i, min(len(data), i + max_rows))))
-        lds.append(logit_diff(spliced.run(part.clean.to(spliced.device)), part.clean_answer, part.patch_answer).float().cpu())
-    flip = torch.cat(lds) < 0
+def orient_answers(data: TaskData, spliced, replacement, max_rows: int = 256) -> TaskData:
+    """Order each prompt's answers so that the part of its preference the latents carry is positive.
+
+    For prompt ``i`` let ``d_i = LD_i(M+SAE) − LD_i(∅)`` (every latent kept, minus every latent
+    replaced by ``replacement``, the run's ablation). Where ``d_i < 0`` the two answers are swapped,
+    which flips its sign. F's denominator m(M+SAE) − m(∅) is then the mean of ``|d_i|`` > 0.
+    Ordering by LD(M+SAE) alone is not enough: a model whose preference is a fixed bias between the
+    two tokens (as a random-weights model's mostly is) has m(M+SAE) ≈ m(∅), and F is noise.
+    """
+    from bench.masked import stacked_logit_diff
+
+    keep = {s: torch.ones(data.n_pos, spliced.d_sae(s), dtype=torch.bool) for s in spliced.sites}
+    drop = {s: torch.zeros_like(m) for s, m in keep.items()}
+    ld = stacked_logit_diff(spliced, data, [keep, drop], replacement, max_rows).float().cpu()
+    flip = (ld[0] - ld[1]) < 0
     clean = torch.where(flip, data.patch_answer, data.clean_answer)
     patch = torch.where(flip, data.clean_answer, data.patch_answer)
     return dataclasses.replace(data, clean_answer=clean, patch_answer=patch)
 
 
-def apply_answers(mode: str, data: TaskData, spliced, seed: int, max_rows: int = 256) -> TaskData:
-    """The split ``data`` under answers mode ``mode`` (``task``: unchanged)."""
+def apply_answers(mode: str, data: TaskData, spliced, seed: int, replacement, max_rows: int = 256) -> TaskData:
+    """The split ``data`` under answers mode ``mode`` (``task``: unchanged); ``replacement``: the
+    run's ablation for this split (orientation needs the empty circuit)."""
     check_answers(mode)
     if mode == "task":
         return data
     if mode == "shuffled":
-        # one permutation per split and seed; the split name keeps train and test permutations apart
+        # one draw per split and seed; the split name keeps train and test draws apart
         data = shuffle_answers(data, seed * 1000 + (1 if data.split == "test" else 0))
-    return orient_answers(data, spliced, max_rows)
+    return orient_answers(data, spliced, replacement, max_rows)

@@ -188,13 +188,13 @@ def setup_task(task, world, cfg: RunConfig, seed: int) -> TaskSetup:
         # serves every task and seed, and each fits its own per-position error means
         spliced = spliced.with_policy("mean")
         spliced.fit_error_means(train.patch)
+    repl_train = make_replacement(cfg.ablation, spliced, train, train)
+    repl_test = make_replacement(cfg.ablation, spliced, test, train)
     if cfg.answers != "task":  # a control (bench.controls): answers shuffled and/or oriented per split
         from bench.controls import apply_answers
 
-        train = apply_answers(cfg.answers, train, spliced, seed, cfg.max_rows)
-        test = apply_answers(cfg.answers, test, spliced, seed, cfg.max_rows)
-    repl_train = make_replacement(cfg.ablation, spliced, train, train)
-    repl_test = make_replacement(cfg.ablation, spliced, test, train)
+        train = apply_answers(cfg.answers, train, spliced, seed, repl_train, cfg.max_rows)
+        test = apply_answers(cfg.answers, test, spliced, seed, repl_test, cfg.max_rows)
     train_cands = {s: c.cpu() for s, c in candidates(spliced.latents(train.clean), repl_train).items()}
     test_cands = {s: c.cpu() for s, c in candidates(spliced.latents(test.clean), repl_test).items()}
     universe = union(train_cands, test_cands)

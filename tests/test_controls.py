@@ -47,25 +47,33 @@ def test_shuffled_answers_carry_no_mechanism_of_the_prompt(tiny_world, task_name
 def test_train_and_test_are_shuffled_differently(tiny_world):
     data = _sva(tiny_world, 40)
     tr, te = data.subset(list(range(40)), "train"), data.subset(list(range(40)), "test")
-    a = apply_answers("shuffled", tr, tiny_world.spliced, 0)
-    b = apply_answers("shuffled", te, tiny_world.spliced, 0)
+    from bench.ablation import make_replacement
+
+    repl = make_replacement("mean", tiny_world.spliced, tr, tr)
+    a = apply_answers("shuffled", tr, tiny_world.spliced, 0, repl)
+    b = apply_answers("shuffled", te, tiny_world.spliced, 0, repl)
     assert not torch.equal(torch.stack([a.clean_answer, a.patch_answer]).sort(0).values,
                            torch.stack([b.clean_answer, b.patch_answer]).sort(0).values)
 
 
-def test_orientation_swaps_exactly_the_prompts_the_model_gets_wrong(tiny_world):
+def test_orientation_makes_every_prompts_latent_carried_preference_positive(tiny_world):
+    from bench.ablation import make_replacement
+
     spliced = tiny_world.spliced
-    data = shuffle_answers(_sva(tiny_world, 40), seed=1)  # a shuffle: some prompts now prefer the patch answer
-    # the reference: the TransformerLens model with every SAE spliced (error dropped), run here by hand
+    data = shuffle_answers(_sva(tiny_world, 40), seed=1)  # borrowed answers: both signs occur
+    repl = make_replacement("mean", spliced, data, data)
+    # the reference, by hand with TransformerLens hooks: every SAE spliced (error dropped, BOS passed
+    # through); "empty": every site's output is the decoded per-position mean latents
     with torch.no_grad():
-        logits = spliced.model.run_with_hooks(data.clean, fwd_hooks=[(s, _splice(spliced.saes[s])) for s in spliced.sites])
-    before = logit_diff(logits, data.clean_answer, data.patch_answer)
-    assert (before < 0).any() and (before > 0).any()
-    out = orient_answers(data, spliced, max_rows=7)  # batches of 7: the batching must not matter
-    after = logit_diff(logits, out.clean_answer, out.patch_answer)
-    torch.testing.assert_close(after, before.abs(), rtol=0, atol=1e-4)  # float32 logits of this size
-    swapped = out.clean_answer != data.clean_answer
-    assert torch.equal(swapped, before < 0)
+        full = spliced.model.run_with_hooks(data.clean, fwd_hooks=[(s, _splice(spliced.saes[s])) for s in spliced.sites])
+        empty = spliced.model.run_with_hooks(
+            data.clean, fwd_hooks=[(s, _constant(spliced.saes[s], repl.values[s])) for s in spliced.sites])
+    d = logit_diff(full, data.clean_answer, data.patch_answer) - logit_diff(empty, data.clean_answer, data.patch_answer)
+    assert (d < 0).any() and (d > 0).any()
+    out = orient_answers(data, spliced, repl, max_rows=7)  # batches of 7: the batching must not matter
+    after = logit_diff(full, out.clean_answer, out.patch_answer) - logit_diff(empty, out.clean_answer, out.patch_answer)
+    torch.testing.assert_close(after, d.abs(), rtol=0, atol=1e-4)  # float32 logits of this size
+    assert torch.equal(out.clean_answer != data.clean_answer, d < 0)
 
 
 def _splice(sae):
@@ -76,9 +84,17 @@ def _splice(sae):
     return hook
 
 
+def _constant(sae, latents):
+    def hook(x, hook):
+        out = sae.decode(latents[: x.shape[1]]).expand_as(x).clone()
+        out[:, 0] = x[:, 0]
+        return out
+    return hook
+
+
 def test_task_answers_are_untouched(tiny_world):
     data = _sva(tiny_world)
-    assert apply_answers("task", data, tiny_world.spliced, 0) is data
+    assert apply_answers("task", data, tiny_world.spliced, 0, None) is data
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +170,8 @@ def test_control_command_writes_the_controls_table(variant_world, tmp_path):
             {k: v for k, v in real.items() if k not in ("preset", "answers")}  # the real run's settings
     report = (out / "report.md").read_text()
     assert "## Controls" in report and "controls as good" in report
+    sig = pd.read_csv(out / "summary_control_signal.csv")
+    assert (sig[sig.run.isin(["shuffled", "random"])].signal > 0).all()  # oriented: mean |d_i| > 0
     cmp = pd.read_csv(out / "summary_controls.csv")
     assert set(cmp.control) == {"shuffled", "random", "basis"} and set(cmp.method) >= {"attribution_patching"}
     # the control column is the control run's own F, not the real run's again
