@@ -35,8 +35,18 @@ def _mallinfo2():
     return fn
 
 
+@functools.cache
 def available() -> bool:
-    return _mallinfo2() is not None
+    """glibc's statistics exist **and** see this process's allocations: a preloaded allocator
+    (jemalloc, tcmalloc) leaves ``mallinfo2`` in place but reading ~0, so check that a 32 MiB
+    block shows up before trusting it."""
+    if _mallinfo2() is None:
+        return False
+    before = in_use()
+    block = bytearray(32 * 2**20)  # CPython takes blocks this large straight from malloc
+    seen = in_use() - before
+    del block
+    return seen >= 16 * 2**20
 
 
 def in_use() -> int | None:

@@ -242,7 +242,8 @@ def _run(cfg, store: ResultsDir, progress: bool, ex, cell_timeout, cell_max_memo
         log.error("latent labels could not be computed: %s: %s", type(exc).__name__, exc)
     store.write_run_json({
         "config": asdict(cfg), "world_fingerprint": world.fingerprint, "sae_ids": list(world.sae_ids),
-        "world": world.meta.get("world", {}).get("quality_held_out"), "executor": ex.name,
+        # a variant's own measured quality (variants.json), else the world's (world.json)
+        "world": (world.meta.get("variant") or world.meta.get("world", {})).get("quality_held_out"), "executor": ex.name,
         "cells": {"run": counts["run"], "kept_from_earlier": counts["kept"], "failed": len(failures)},
         "failures": failures, "seconds": time.perf_counter() - t0, **environment_info(),
     })

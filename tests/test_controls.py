@@ -11,7 +11,6 @@ import torch
 
 from bench.controls import apply_answers, orient_answers, shuffle_answers
 from bench.data import logit_diff, tokenize_records
-from bench.world.train_saes import SAETrainConfig
 from tasks import SubjectVerbAgreement
 
 
@@ -103,7 +102,7 @@ def variant_world(tiny_world_dir, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("variants") / "w"
     shutil.copytree(tiny_world_dir, root)
-    cfg = VariantConfig(lossy_saes=SAETrainConfig(d_sae=16, k=1, steps=30, batch_size=256, n_prompts=200), n_eval=16)
+    cfg = VariantConfig(lossy_d_sae=16, lossy_k=1, n_eval=16)  # the tiny world's own SAE training at d_sae 16
     for name in ("basis", "lossy", "random"):
         build_variant(name, root, cfg)
     return root

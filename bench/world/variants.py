@@ -28,11 +28,12 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
+from bench.errors import InputError
 from bench.world.train_saes import SAETrainConfig
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,11 @@ VARIANTS = ("lossy", "basis", "random")
 
 @dataclass(frozen=True)
 class VariantConfig:
-    # lossy: the shipped SAEs are d_sae 512, k 20. d_sae 128, k 4 came closest to the paper's 55-90% of the
-    # logit difference kept on every task (benchmarks/lossy_sae_trials.jsonl; variants.json has the result)
-    lossy_saes: SAETrainConfig = field(default_factory=lambda: SAETrainConfig(d_sae=128, k=4))
+    # lossy: the world's own SAE training (texts, steps, seed) at another size. The shipped SAEs are
+    # d_sae 512, k 20; d_sae 128, k 4 came closest to the paper's 55-90% of the logit difference kept
+    # (benchmarks/lossy_sae_trials.jsonl; variants.json has the result)
+    lossy_d_sae: int = 128
+    lossy_k: int = 4
     random_seed: int = 1
     n_eval: int = 400
     eval_seed: int = 12345
@@ -106,8 +109,12 @@ def build_variant(name: str, root: str | Path, cfg: VariantConfig | None = None)
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(root / "tokenizer")
     shipped = load_model(root / "model", tokenizer)
-    base = json.loads((root / "world.json").read_text())["config"]["saes"]
-    hooks = sorted(p.name for p in (root / "saes").iterdir() if (p / "cfg.json").is_file())
+    base = json.loads((root / "world.json").read_text()).get("config", {}).get("saes", {})
+    from bench.loading import _layer_key
+
+    if not (root / "saes").is_dir() or not base:
+        raise InputError(f"{root}: not a world built by 'python -m bench train' (saes/ or world.json's config missing)")
+    hooks = sorted((p.name for p in (root / "saes").iterdir() if (p / "cfg.json").is_file()), key=_layer_key)
     layers = tuple(int(h.split(".")[1]) for h in hooks)
     known = SAETrainConfig.__dataclass_fields__
     shipped_cfg = SAETrainConfig(**{k: (tuple(v) if k == "layers" else v) for k, v in base.items() if k in known})
@@ -118,7 +125,7 @@ def build_variant(name: str, root: str | Path, cfg: VariantConfig | None = None)
             model, saes = shipped, identity_saes(shipped, hooks)
             stats["saes"] = {"kind": "identity (signed halves)", "d_sae": 2 * shipped.cfg.d_model}
         elif name == "lossy":
-            sae_cfg = replace(cfg.lossy_saes, layers=layers)
+            sae_cfg = replace(shipped_cfg, d_sae=cfg.lossy_d_sae, k=cfg.lossy_k)
             model = shipped
             saes, stats["saes"] = train_saes(model, tokenizer, sae_texts(sae_cfg), sae_cfg, model_name=model.cfg.model_name)
             stats["sae_config"] = asdict(sae_cfg)
