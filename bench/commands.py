@@ -85,6 +85,8 @@ def add_run_commands(sub) -> None:
     ct.add_argument("name", help="shuffled, random (bench/controls.py) or basis (residual coordinates as nodes)")
     ct.add_argument("--out", default="results", help="the real run's results directory; the control repeats the settings "
                     "in its run.json (default: %(default)s)")
+    ct.add_argument("--seeds", default=None, help="a subset of the real run's seeds (default: all of them); the report "
+                    "then compares with the real run on those seeds only")
     for flag, kw in (("--no-figures", {"action": "store_true", "help": "skip the control's own figures and report"}),
                      ("--no-progress", {"action": "store_true"}), ("--deterministic", {"action": "store_true"}),
                      ("--executor", {"default": "inline"}), ("--jobs", {"type": int, "default": 1}),
@@ -256,7 +258,16 @@ def cmd_control(args: argparse.Namespace) -> int:
     if "preset" in CONTROLS[args.name] and base.preset != "embedded":
         raise InputError(f"{run_json}: control {args.name!r} is a variant of the embedded world; this run used preset "
                          f"{base.preset!r}")
-    cfg = dataclasses.replace(base, **CONTROLS[args.name])
+    over = dict(CONTROLS[args.name])
+    if args.seeds is not None:
+        try:
+            seeds = tuple(int(x) for x in _csv(args.seeds))
+        except ValueError:
+            raise UsageError(f"--seeds {args.seeds!r}: expected a comma list of integers") from None
+        if not seeds or not set(seeds) <= set(base.seeds):
+            raise UsageError(f"--seeds {args.seeds!r}: must be a subset of the real run's seeds {list(base.seeds)}")
+        over["seeds"] = seeds
+    cfg = dataclasses.replace(base, **over)
     args.out = str(real / "controls" / args.name)
     rc = _execute(args, cfg)
     from bench.report import write_report

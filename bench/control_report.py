@@ -46,9 +46,9 @@ def signal(tables: dict) -> pd.DataFrame:
 
 def compare(real: dict, controls: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(matched F real vs each control, flagged) and (signal per run and task)."""
-    m_real = real["matched"]
     rows = []
     for name, t in controls.items():
+        m_real = t.get("real", real)["matched"]  # the real run on the control's seeds
         m_c = t["matched"]
         if m_real.empty or m_c.empty:
             continue
@@ -57,7 +57,7 @@ def compare(real: dict, controls: dict[str, dict]) -> tuple[pd.DataFrame, pd.Dat
             # as good: at most the real circuit's size, and F inside the real interval or above it
             flag = bool(np.isfinite(r.F_control) and np.isfinite(r.lo_real) and r.F_control >= r.lo_real
                         and r.k_control <= r.k_real)
-            rows.append({"control": name, "task": r.task, "target": r.target, "method": r.method,
+            rows.append({"control": name, "seeds": "/".join(map(str, t.get("seeds", []))) or "all", "task": r.task, "target": r.target, "method": r.method,
                          "k_real": r.k_real, "k_control": r.k_control,
                          "F_real": r.F_real, "lo_real": r.lo_real, "hi_real": r.hi_real,
                          "F_control": r.F_control, "lo_control": r.lo_control, "hi_control": r.hi_control,
@@ -81,19 +81,30 @@ def _config(path: Path) -> dict:
     return json.loads(f.read_text()).get("config", {}) if f.is_file() else {}
 
 
-def load_controls(results: Path, n_boot: int = 2000) -> tuple[dict[str, dict], list[str]]:
-    """(control name -> its report tables, notes on controls left out because their settings differ)."""
+def load_controls(results: Path, n_boot: int = 2000, real_df: pd.DataFrame | None = None) -> tuple[dict[str, dict], list[str]]:
+    """(control name -> its report tables, notes on controls left out because their settings differ).
+
+    A control run on a subset of the real run's seeds (``bench control --seeds``) is compared with
+    the real run on those seeds only: its entry then also holds ``"real"``, the real run's tables
+    rebuilt from ``real_df`` restricted to them."""
     from bench.results import load_results
 
     real = _config(results)
     out, notes = {}, []
     for name, p in control_dirs(results).items():
         ctl = _config(p)
-        differ = sorted(k for k in set(real) | set(ctl) if k not in _MAY_DIFFER and real.get(k) != ctl.get(k))
+        differ = sorted(k for k in set(real) | set(ctl) if k not in _MAY_DIFFER | {"seeds"} and real.get(k) != ctl.get(k))
+        seeds = ctl.get("seeds") or []
+        if not set(seeds) <= set(real.get("seeds") or []):
+            differ.append("seeds (not a subset)")
         if differ:
             notes.append(f"control `{name}` left out: its settings differ from this run's in {', '.join(differ)}")
             continue
-        out[name] = verdict.build(load_results(p), n_boot)
+        tables = verdict.build(load_results(p), n_boot)
+        if sorted(seeds) != sorted(real.get("seeds") or []) and real_df is not None:
+            tables["real"] = verdict.build(real_df[real_df.seed.isin(seeds)], n_boot)
+            tables["seeds"] = list(seeds)
+        out[name] = tables
     return out, notes
 
 

@@ -98,7 +98,7 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
     t = summary(df, n_boot)
     from bench import control_report
 
-    controls, control_notes = control_report.load_controls(results, n_boot)
+    controls, control_notes = control_report.load_controls(results, n_boot, df)
     ctrl_cmp, ctrl_sig = control_report.compare(t, controls) if controls else (pd.DataFrame(), pd.DataFrame())
     t["controls"], t["control_signal"] = ctrl_cmp, ctrl_sig
     flags = control_report.flags_for_pairwise(ctrl_cmp)
@@ -169,11 +169,12 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
                   "coordinates as nodes (identity dictionary): there `control_as_good` means the raw basis is as "
                   "faithful as the SAE latents at the same node count. Test F at the same headline targets (each run's own matched "
                   "sizes `k`), the control's train F, and `control_as_good` where the control's F reaches the real "
-                  "interval's lower end with no more nodes than the real circuit. A `basis` node is half a "
+                  "interval's lower end with no more nodes than the real circuit. `seeds`: the control's seeds, on "
+                  "which the real run is re-summarised for the comparison. A `basis` node is half a "
                   "coordinate (its positive or negative part), so at equal node count the basis holds at most as "
                   "many coordinates as the SAE circuit holds latents: a handicap for the basis, so a `basis` flag is "
                   "strong evidence and its absence weaker.", "",
-                  markdown_table(cc, ["control", "task", "target", "method", "k_real", "k_control", "F real", "F control",
+                  markdown_table(cc, ["control", "seeds", "task", "target", "method", "k_real", "k_control", "F real", "F control",
                                       "F_train_control", "control_as_good"]), "",
                   "Signal per run: m(M+SAE) − m(∅) on the test split (mean over seeds); near 0, a run has no behaviour "
                   "to explain.", "", markdown_table(ctrl_sig, ["run", "task", "m_sae", "signal"]), "",
