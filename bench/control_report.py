@@ -3,7 +3,8 @@
 A control run (``python -m bench control NAME``, see :mod:`bench.controls`) writes its rows to
 ``RESULTS/controls/NAME/``. For every task, headline target and method this module puts the real
 run's test F (with its 95% interval) next to the control's, and flags the pair when the control's F
-lies inside the real interval or above it with a circuit no larger than the real one (each run
+lies inside the real interval or above it with a circuit no larger than the real one, where the
+real interval lies above 0 (a real F of ~0 that a control also "reaches" says nothing; each run
 matches a target to its own mask's nearest size, so the two sizes differ; a control that needs
 more nodes is not flagged): then the method reaches on a control, where no task mechanism
 supports the answers, the faithfulness it reaches on the real task, and that F cannot be read as
@@ -54,9 +55,10 @@ def compare(real: dict, controls: dict[str, dict]) -> tuple[pd.DataFrame, pd.Dat
             continue
         merged = m_real.merge(m_c, on=["task", "target", "method"], suffixes=("_real", "_control"))
         for _, r in merged.iterrows():
-            # as good: at most the real circuit's size, and F inside the real interval or above it
-            flag = bool(np.isfinite(r.F_control) and np.isfinite(r.lo_real) and r.F_control >= r.lo_real
-                        and r.k_control <= r.k_real)
+            # as good: the real circuit is faithful at all (its interval above 0), and the control
+            # reaches its interval (or above) with at most as many nodes
+            flag = bool(np.isfinite(r.F_control) and np.isfinite(r.lo_real) and r.lo_real > 0
+                        and r.F_control >= r.lo_real and r.k_control <= r.k_real)
             rows.append({"control": name, "seeds": "/".join(map(str, t.get("seeds", []))) or "all", "task": r.task, "target": r.target, "method": r.method,
                          "k_real": r.k_real, "k_control": r.k_control,
                          "F_real": r.F_real, "lo_real": r.lo_real, "hi_real": r.hi_real,

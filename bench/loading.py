@@ -66,7 +66,7 @@ def _load_embedded(preset: Preset, root: Path, error_policy: str, device: str) -
     if not (model_dir / "model.safetensors").is_file():
         how = ("run 'python -m bench train' to build it" if model_dir.name == "model" else
                f"run 'python -m bench train --variant {model_dir.name.removeprefix('model-')}' to build it")
-        raise InputError(f"{model_dir}: no embedded model here (model.safetensors missing); {how}")
+        raise InputError(f"{model_dir}: no embedded world here (model.safetensors missing); {how}")
     if not sae_root.is_dir():
         raise InputError(f"{sae_root}: no SAEs for preset {preset.name!r}; run 'python -m bench train --variant "
                          f"{sae_root.name.removeprefix('saes-')}' to build them")

@@ -197,6 +197,7 @@ def _matched(F, lo, hi, k, method="m", target=30):
     ((0.9, 0.8, 1.0, 30), (0.5, 0.4, 0.6, 30), False),    # below it
     ((0.9, 0.8, 1.0, 30), (0.9, 0.8, 1.0, 60), False),    # as good, but with twice the nodes
     ((0.9, 0.8, 1.0, 30), (float("nan"), float("nan"), float("nan"), 30), False),
+    ((0.0, -0.01, 0.01, 30), (0.0, -0.01, 0.01, 30), False),  # nothing real to match
 ])
 def test_control_flag_rule(real, ctl, flag):
     import pandas as pd

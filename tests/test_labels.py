@@ -18,7 +18,7 @@ def test_labels_match_brute_force(tiny_world):
     enc = tok(texts, padding=True, return_tensors="pt")
     ids, mask = enc["input_ids"], enc["attention_mask"].bool()
     mask[:, 0] = False
-    lat = spliced.latents(ids)
+    lat = spliced.with_policy("keep").latents(ids)  # labels read the true residual (error kept)
     for site in spliced.sites:
         a = lat[site][mask]  # [tokens, d_sae]
         flat = ids[mask]
