@@ -79,9 +79,9 @@ def add_run_commands(sub) -> None:
     _run_options(sw, default_out="sweep")
     sw.set_defaults(func=cmd_sweep)
 
-    ct = sub.add_parser("control", help="a control run into OUT/controls/NAME (shuffled: answers permuted across "
-                        "prompts; random: the random-weights world; basis: residual coordinates as nodes); OUT's report "
-                        "then shows real vs control")
+    ct = sub.add_parser("control", help="a control run with OUT's settings into OUT/controls/NAME (shuffled: answers "
+                        "borrowed from other prompts; random: the random-weights world; basis: residual coordinates as "
+                        "nodes); OUT's report then shows real vs control")
     ct.add_argument("name", help="shuffled, random (bench/controls.py) or basis (residual coordinates as nodes)")
     ct.add_argument("--out", default="results", help="the real run's results directory; the control repeats the settings "
                     "in its run.json (default: %(default)s)")
