@@ -304,27 +304,16 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 def cmd_labels(args: argparse.Namespace) -> int:
     """Labels for the world a results directory was run on (its run.json), then figures and report."""
-    import dataclasses
-
     from bench.labels import write_labels
-    from bench.loading import load_world
+    from bench.runner import world_for
 
     results = Path(args.results)
     run_json = results / "run.json"
     if not run_json.is_file():
         raise InputError(f"{run_json}: no run here; run 'python -m bench all --out {results}' first")
-    cfg = dataclasses.asdict(config_from_run(run_json))
-    world = load_world(cfg["preset"], "keep", cfg["device"], cfg["world_dir"])  # labels read the true residual
-    if cfg.get("sites"):
-        world = dataclasses.replace(world, spliced=world.spliced.with_sites(cfg["sites"]))
-    prompts = []
-    if not world.preset.is_embedded:
-        from bench.labels import task_prompts
-
-        own = cfg.get("task_n_train", {})
-        prompts = task_prompts(cfg.get("tasks", ()), cfg.get("seeds", (0,)),
-                               lambda t: 2 * (own.get(t, cfg.get("n_train", 128)) + cfg.get("n_test", 128)))
-    log.info("labels: %s", write_labels(world, results, prompts))
+    cfg = config_from_run(run_json)
+    world = world_for(cfg)  # the run's own world and SAE sites; labels switch to the true residual themselves
+    log.info("labels: %s", write_labels(world, results, cfg))
     _figures_and_report(results, results / "figures")
     return 0
 

@@ -77,10 +77,9 @@ _MAY_DIFFER = {"preset", "answers", "device", "max_rows", "world_dir"}
 
 
 def _config(path: Path) -> dict:
-    import json
+    from bench.results import read_run_json
 
-    f = Path(path) / "run.json"
-    return json.loads(f.read_text()).get("config", {}) if f.is_file() else {}
+    return read_run_json(path).get("config", {})
 
 
 def load_controls(results: Path, n_boot: int = 2000, real_df: pd.DataFrame | None = None) -> tuple[dict[str, dict], list[str]]:

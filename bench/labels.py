@@ -33,21 +33,19 @@ N_TEXTS = 2000
 FILE = "latent_labels.parquet"
 
 
-def task_prompts(tasks, seeds, n_records) -> list[str]:
-    """Clean and patch prompts of every task and seed of a run (``n_records(task)``: records drawn)."""
-    from bench.harness import load_task
-
-    return [r[k] for t in tasks for sd in seeds for r in load_task(t).records(n_records(t), seed=sd)
-            for k in ("clean_prefix", "patch_prefix")]
-
-
-def label_texts(world, task_prompts: list[str]) -> list[str]:
+def label_texts(world, cfg=None) -> list[str]:
+    """The text labels are read from: the embedded world's mixture, else the run ``cfg``'s prompts
+    (clean and patch, every task and seed, as many records as the run draws)."""
     if world.preset.is_embedded:
         from bench.world.corpus import sample_text
 
         rng = random.Random("labels:0")
         return [p + (" " + a if a else "") for p, a in (sample_text(rng) for _ in range(N_TEXTS))]
-    return sorted(set(task_prompts))
+    from bench.harness import load_task
+
+    return sorted({r[k] for t in cfg.tasks for sd in cfg.seeds
+                   for r in load_task(t).records(2 * (cfg.train_size(t) + cfg.n_test), seed=sd)
+                   for k in ("clean_prefix", "patch_prefix")})
 
 
 @torch.no_grad()
@@ -126,7 +124,7 @@ def _promoted_tokens(spliced, site: str, tok, top: int = 3, chunk: int = 1024) -
     return out
 
 
-def write_labels(world, results: str | Path, task_prompts: list[str]) -> Path:
+def write_labels(world, results: str | Path, cfg) -> Path:
     """``latent_labels.parquet`` for ``world`` in ``results`` (kept when its fingerprint matches)."""
     path = Path(results) / FILE
     if path.is_file():
@@ -134,7 +132,7 @@ def write_labels(world, results: str | Path, task_prompts: list[str]) -> Path:
         if len(old) and "labels_version" in old and (old.world_fingerprint == world.fingerprint).all() \
                 and (old.labels_version == VERSION).all():
             return path
-    df = compute_labels(world, label_texts(world, task_prompts))
+    df = compute_labels(world, label_texts(world, cfg))
     df["world_fingerprint"] = world.fingerprint
     df["labels_version"] = VERSION
     tmp = path.with_suffix(".tmp")

@@ -8,7 +8,6 @@ Every table is also written as CSV next to the report.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -102,7 +101,9 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
     ctrl_cmp, ctrl_sig = control_report.compare(t, controls) if controls else (pd.DataFrame(), pd.DataFrame())
     t["controls"], t["control_signal"] = ctrl_cmp, ctrl_sig
     flags = control_report.flags_for_pairwise(ctrl_cmp)
-    run = json.loads((results / "run.json").read_text()) if (results / "run.json").is_file() else {}
+    from bench.results import read_run_json
+
+    run = read_run_json(results)
     cfg = run.get("config", {})
     seeds = cfg.get("seeds", sorted(df.seed.unique().tolist()))
     lines = [

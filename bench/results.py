@@ -129,6 +129,12 @@ class ResultsDir:
         write_atomic(self.path / "run.json", lambda tmp: Path(tmp).write_text(text))
 
 
+def read_run_json(results: str | Path) -> dict:
+    """A results directory's run.json (``{}`` when there is none)."""
+    f = Path(results) / "run.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
 def write_atomic(path: Path, write) -> None:
     """Write through a temp file in the same folder, fsync, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,11 @@ _CACHE: dict = {}
 _MAX_SETUPS = 16  # task setups kept per process (the default run has 12 task x seed groups)
 
 
+def world_for(cfg: RunConfig):
+    """The run's world (preset, error policy, device, world directory, SAE sites), cached per process."""
+    return _world(cfg)
+
+
 def _world(cfg: RunConfig):
     key = ("world", cfg.preset, cfg.error_policy, cfg.device, cfg.world_dir, cfg.sites)
     if key not in _CACHE:
@@ -234,10 +239,9 @@ def _run(cfg, store: ResultsDir, progress: bool, ex, cell_timeout, cell_max_memo
     table = store.collect(paths)
     store.write_table(table)
     try:  # latent labels for the case-study figures; a failure here costs only the labels
-        from bench.labels import task_prompts, write_labels
+        from bench.labels import write_labels
 
-        prompts = [] if world.preset.is_embedded else task_prompts(cfg.tasks, cfg.seeds, lambda t: 2 * (cfg.train_size(t) + cfg.n_test))
-        write_labels(world, store.path, prompts)
+        write_labels(world, store.path, cfg)
     except Exception as exc:  # noqa: BLE001
         log.error("latent labels could not be computed: %s: %s", type(exc).__name__, exc)
     store.write_run_json({

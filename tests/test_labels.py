@@ -11,7 +11,7 @@ from bench.labels import TOP, compute_labels, label_texts
 
 
 def test_labels_match_brute_force(tiny_world):
-    texts = label_texts(tiny_world, [])[:150]
+    texts = label_texts(tiny_world)[:150]
     got = compute_labels(tiny_world, texts, batch_size=32)  # five batches: the running top-k must merge them
     # reference: every token's latents at once (right padding; BOS and padding excluded)
     tok, spliced = tiny_world.tokenizer, tiny_world.spliced
