@@ -100,6 +100,24 @@ def add_run_commands(sub) -> None:
     lb.add_argument("--results", default="results", help="results directory (default: %(default)s)")
     lb.set_defaults(func=cmd_labels)
 
+    ac = sub.add_parser("accuracy", help="can the world do these tasks? pairwise accuracy and logit difference of the "
+                        "model and of the spliced model (error dropped), and how many prompts it was trained on")
+    ac.add_argument("--tasks", default=None, type=_csv, help="comma list: names or .json/.jsonl task files "
+                    "(default: the four built-in tasks)")
+    ac.add_argument("--preset", default="embedded")
+    ac.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ac.add_argument("--no-provenance", action="store_true", help="skip replaying the world's training stream "
+                    "(about ten seconds) to count prompts seen in training")
+    ac.set_defaults(func=cmd_accuracy)
+
+    ad = sub.add_parser("adversarial", help="test the dict circuit's hypothesis: prompts whose queried name is a "
+                        "value, not a key (the paper's adversarial prompt), with controls -> OUT/adversarial_dict.json|md")
+    ad.add_argument("--preset", default="embedded")
+    ad.add_argument("--out", default="results")
+    ad.add_argument("--n", type=int, default=200, help="prompts per family (default: %(default)s)")
+    ad.add_argument("--seed", type=int, default=0)
+    ad.set_defaults(func=cmd_adversarial)
+
     f = sub.add_parser("figures", help="redraw every figure and the report from stored rows (no model run)")
     f.add_argument("--results", default="results", help="results directory (default: %(default)s)")
     f.add_argument("--out", default=None, help="figure directory (default: RESULTS/figures)")
@@ -315,6 +333,29 @@ def cmd_labels(args: argparse.Namespace) -> int:
     world = world_for(cfg)  # the run's own world and SAE sites; labels switch to the true residual themselves
     log.info("labels: %s", write_labels(world, results, cfg))
     _figures_and_report(results, results / "figures")
+    return 0
+
+
+def cmd_accuracy(args: argparse.Namespace) -> int:
+    from bench.accuracy import format_table, run_accuracy
+    from bench.harness import DEFAULT_TASKS
+
+    rows = run_accuracy(args.preset, args.tasks or DEFAULT_TASKS, Path(args.json) if args.json else None,
+                        provenance=not args.no_provenance)
+    print(format_table(rows))
+    print("acc: pairwise accuracy of the model; acc drop: with every SAE spliced, error dropped; kept: LD kept so; "
+          "seen in training: distinct prompts (clean and patch) that were a training prompt or the start of a "
+          "training text of the model or its SAEs")
+    return 1 if any("error" in r for r in rows) else 0
+
+
+def cmd_adversarial(args: argparse.Namespace) -> int:
+    from bench.adversarial import run_adversarial
+
+    if args.n < 1:
+        raise UsageError(f"--n {args.n}: give at least 1 prompt per family")
+    run_adversarial(args.preset, Path(args.out), n=args.n, seed=args.seed)
+    print((Path(args.out) / "adversarial_dict.md").read_text())
     return 0
 
 

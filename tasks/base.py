@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.holdout import record_is_held_out
 from tasks.schema import load_records
 
 
@@ -34,7 +35,16 @@ class Task(ABC):
 
 
 class GeneratedTask(Task):
-    """A task built from a generator of one record group (a pair stored in one or both directions)."""
+    """A task built from a generator of one record group (a pair stored in one or both directions).
+
+    ``holdout = True`` (the four built-in tasks) keeps only records whose prompts lie in the
+    benchmark's half of the prompt space (``tasks.holdout``), the half the embedded world is never
+    trained on. A user's own task leaves it False: the hold-out guards the four built-in task
+    families only, so a user's prompts may well be training prompts of the embedded world (the
+    seed's own SVA and IOI files largely are); ``python -m bench accuracy`` counts how many.
+    """
+
+    holdout: bool = False
 
     @abstractmethod
     def group(self, rng: random.Random) -> list[dict[str, str]]:
@@ -48,6 +58,8 @@ class GeneratedTask(Task):
         while len(out) < n and tries < 50 * n + 1000:
             tries += 1
             for rec in self.group(rng):
+                if self.holdout and not record_is_held_out(rec):
+                    continue
                 if rec["clean_prefix"] not in seen:
                     seen.add(rec["clean_prefix"])
                     out.append(rec)

@@ -27,7 +27,8 @@ def sample_dict(rng: random.Random, n_entries: int) -> tuple[str, list[tuple[str
 
 class DictKeyError(GeneratedTask):
     name = "dict_keyerror"
-    version = "1"
+    version = "2"  # 2: held-out prompts only (tasks.holdout)
+    holdout = True
     description = "dict look-up: the key's digit value, or Traceback for a missing key"
     n_entries = 5
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 
 from tasks.base import GeneratedTask, record
-from tasks.vocabulary import IOI_OBJECTS, IOI_PLACES, NAMES
+from tasks.vocabulary import IOI_NAMES, IOI_OBJECTS, IOI_PLACES
 
 # Templates whose names align token for token (A at 2, B at 4, S at the same position), so a
 # position-wise circuit node means one role across prompts. Version 1 also had a "When {A} and
@@ -27,7 +27,8 @@ TEMPLATES: tuple[str, ...] = (
 
 class IndirectObjectIdentification(GeneratedTask):
     name = "ioi"
-    version = "2"
+    version = "3"  # 3: held-out prompts only; the standard IOI name/place/object pools
+    holdout = True
     description = "indirect object identification; patch = same template, three fresh names"
     # With 128 train prompts the IOI masks overfit (studied circuit F_train - F_test = 0.23 over 3
     # seeds); with 512 the gap is 0.09 (README, "Train vs test"). The paper trained on ~2,900.
@@ -35,7 +36,7 @@ class IndirectObjectIdentification(GeneratedTask):
 
     def group(self, rng: random.Random) -> list[dict[str, str]]:
         template = rng.choice(TEMPLATES)
-        a, b, c, d, e = rng.sample(NAMES, 5)
+        a, b, c, d, e = rng.sample(IOI_NAMES, 5)
         place, obj = rng.choice(IOI_PLACES), rng.choice(IOI_OBJECTS)
         s_first = rng.random() < 0.5
         s, io = (a, b) if s_first else (b, a)

@@ -18,7 +18,8 @@ def list_prompt(var: str, values: list[str], index: int) -> str:
 
 class ListIndexError(GeneratedTask):
     name = "list_indexerror"
-    version = "1"
+    version = "2"  # 2: held-out prompts only (tasks.holdout)
+    holdout = True
     description = "list indexing: the element at the index, or Traceback past the end"
     length = 6
     error_indices = range(7, 12)

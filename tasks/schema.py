@@ -40,8 +40,28 @@ def validate_record(record: object, where: str) -> dict[str, str]:
     return {f: record[f] for f in FIELDS}
 
 
+def _is_json_lines(text: str) -> bool:
+    """One JSON object a line, whatever the file's suffix (the seed's SVA ``.json`` files are so)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < 2 or not lines[0].lstrip().startswith("{"):
+        return False
+    try:
+        json.loads(text)
+        return False  # one JSON document (e.g. a pretty-printed {"records": [...]})
+    except json.JSONDecodeError:
+        pass
+    try:
+        json.loads(lines[0])
+        return True
+    except json.JSONDecodeError:
+        return False
+
+
 def load_records(path: str | Path) -> list[dict[str, str]]:
-    """Read a ``.json`` (a list of records) or ``.jsonl`` (one record a line) task file."""
+    """Read a ``.json`` (a list of records) or ``.jsonl`` (one record a line) task file.
+
+    A ``.json`` file that holds one record a line is read as JSON lines: the seed's SVA files are
+    written that way, and they must run unchanged."""
     path = Path(path)
     name = path.name
     try:
@@ -54,7 +74,7 @@ def load_records(path: str | Path) -> list[dict[str, str]]:
         raise TaskFileError(f"{name}: file is empty; expected task records")
     raw: list[object]
     stripped = text.lstrip()
-    if path.suffix == ".jsonl" or (path.suffix != ".json" and not stripped.startswith("[")):
+    if path.suffix == ".jsonl" or (path.suffix != ".json" and not stripped.startswith("[")) or _is_json_lines(text):
         raw = []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -74,6 +94,8 @@ def load_records(path: str | Path) -> list[dict[str, str]]:
             ) from None
         if isinstance(data, dict) and "records" in data:
             data = data["records"]
+        elif isinstance(data, dict) and set(FIELDS) <= set(data):  # one record (a one-line JSON-lines file)
+            data = [data]
         if not isinstance(data, list):
             raise TaskFileError(f"{name}: expected a list of records, got {type(data).__name__}")
         raw = data

@@ -19,7 +19,8 @@ def sva_prompt(subject: str, clause_noun: str, clause_verb: str) -> str:
 
 class SubjectVerbAgreement(GeneratedTask):
     name = "sva"
-    version = "1"
+    version = "2"  # 2: held-out prompts only; the seed's nouns and verbs added to the pools
+    holdout = True
     description = "subject-verb agreement across a relative clause"
 
     def group(self, rng: random.Random) -> list[dict[str, str]]:

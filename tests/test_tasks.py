@@ -152,3 +152,16 @@ def test_a_task_can_ask_for_more_train_prompts_than_the_run_default():
 
     setup = setup_task(load_task("ioi"), load_world("embedded"), full, seed=0)
     assert len(setup.train) == 512 and len(setup.ctx.train) == 512
+
+
+def test_json_file_holding_one_record_a_line_is_read_as_json_lines(tmp_path):
+    # the seed's SVA files (data/sva/*.json) are JSON lines under a .json name; they run unchanged
+    recs = [GOOD, {**GOOD, "case": "other"}]
+    f = tmp_path / "simple_train.json"
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert load_records(f) == recs
+    (tmp_path / "list.json").write_text(json.dumps(recs, indent=2))  # a JSON list stays a JSON list
+    assert load_records(tmp_path / "list.json") == recs
+    (tmp_path / "broken.json").write_text(json.dumps(GOOD) + "\n{oops\n")
+    with pytest.raises(TaskFileError, match="broken.json: line 2: not valid JSON"):
+        load_records(tmp_path / "broken.json")

@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from bench.world.artifacts import EMBEDDED_DIR
 from bench.world.build import seed_tasks
@@ -20,11 +21,6 @@ def test_shipped_world_is_small_and_safetensors_only():
     assert {p.suffix for p in files} <= {".json", ".safetensors"}
 
 
-# Tasks whose records changed after the shipped world was trained and measured: their recorded
-# numbers describe the old records, so only the quality targets are checked for them.
-CHANGED_SINCE_TRAINING = {"ioi": "version 2 dropped the misaligned third template; world.json measured version 1"}
-
-
 def test_shipped_world_reproduces_its_recorded_quality(embedded_world):
     # world.json holds what `bench train` measured on held-out records; the README quotes it.
     # Reloading must give the same numbers (float32 on CPU: identical up to summation order).
@@ -33,9 +29,8 @@ def test_shipped_world_reproduces_its_recorded_quality(embedded_world):
         records = task.records(recorded["n_eval_records_per_task"], seed=recorded["eval_seed"])
         q = task_quality(embedded_world.spliced.model, embedded_world.tokenizer, records)
         want = recorded["quality_held_out"][task.name]["model"]
-        if task.name not in CHANGED_SINCE_TRAINING:
-            assert q["pairwise_accuracy"] == pytest.approx(want["pairwise_accuracy"], abs=1e-6)
-            assert q["logit_diff"] == pytest.approx(want["logit_diff"], rel=1e-4)
+        assert q["pairwise_accuracy"] == pytest.approx(want["pairwise_accuracy"], abs=1e-6)
+        assert q["logit_diff"] == pytest.approx(want["logit_diff"], rel=1e-4)
         # the targets of the foundation issue
         assert q["pairwise_accuracy"] >= 0.95 and q["logit_diff"] >= 3
         drop = task_quality(embedded_world.spliced.with_policy("drop").run, embedded_world.tokenizer, records)
@@ -44,7 +39,7 @@ def test_shipped_world_reproduces_its_recorded_quality(embedded_world):
         assert stats["fvu"] <= 0.15, hook
 
 
-@pytest.mark.parametrize("variant", ["lossy", "basis", "random"])
+@pytest.mark.parametrize("variant", ["lossy", "basis", "random", "every"])
 def test_shipped_variants_reproduce_their_recorded_quality(variant):
     # variants.json holds what `bench train --variant` measured; the README quotes it
     from bench.loading import load_world
@@ -58,6 +53,11 @@ def test_shipped_variants_reproduce_their_recorded_quality(variant):
         want = recorded["quality_held_out"][task.name]
         assert full["logit_diff"] == pytest.approx(want["model"]["logit_diff"], rel=1e-4, abs=1e-4)
         assert drop["logit_diff"] == pytest.approx(want["spliced_drop_error"]["logit_diff"], rel=1e-4, abs=1e-4)
+        if variant == "every":  # the shipped SAEs after layers 1, 3, 5, copied unchanged
+            shipped = load_world("embedded")
+            for hook, sae in shipped.spliced.saes.items():
+                assert torch.equal(world.spliced.saes[hook].W_dec, sae.W_dec)
+            assert len(world.spliced.saes) == world.spliced.model.cfg.n_layers
         if variant == "basis":  # the identity dictionary reconstructs exactly
             assert drop["logit_diff"] == pytest.approx(full["logit_diff"], rel=1e-5)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench.world.train_model import ModelTrainConfig, train_model
+from bench.world.train_model import ModelTrainConfig, text_fingerprint, train_model
 from bench.world.train_saes import SAETrainConfig, train_saes
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ def build_world(cfg: WorldConfig, out_dir: str | Path, progress: bool = False) -
         model, model_stats = train_model(cfg.model, tokenizer, progress=progress)
         save_model(model, cfg.model.tl_config_kwargs(len(tokenizer)), staging / "model")
 
-        saes, sae_stats = train_saes(model, tokenizer, sae_texts(cfg.saes), cfg.saes, model_name=model.cfg.model_name)
+        texts = sae_texts(cfg.saes)
+        saes, sae_stats = train_saes(model, tokenizer, texts, cfg.saes, model_name=model.cfg.model_name)
         for hook, sae in saes.items():
             sae.save_model(str(staging / "saes" / hook))
 
@@ -74,6 +75,8 @@ def build_world(cfg: WorldConfig, out_dir: str | Path, progress: bool = False) -
             "config": asdict(cfg),
             "model": model_stats,
             "saes": sae_stats,
+            "sae_texts": {"n_texts": len(texts), "texts_sha256": text_fingerprint((t, None) for t in texts)},
+            "holdout": "v1: benchmark prompts held out of every training stream (tasks/holdout.py)",
             "quality_held_out": quality,
             "n_eval_records_per_task": cfg.n_eval,
             "eval_seed": cfg.eval_seed,
@@ -94,15 +97,16 @@ def build_world(cfg: WorldConfig, out_dir: str | Path, progress: bool = False) -
 
 
 def sae_texts(cfg) -> list[str]:
-    """The texts SAEs are trained on (``cfg``: a SAETrainConfig): mixture samples plus the benchmark's prompts."""
+    """The prompts SAEs are trained on (``cfg``: a SAETrainConfig): samples of the training mixture.
+
+    Before the hold-out (``world.json``'s ``holdout`` key) the benchmark's own clean and corrupted
+    prompts of seed 0 were added here; now they are held out (``tasks.holdout``): the SAEs see the same task families, never the
+    benchmark's prompts.
+    """
     from bench.world.corpus import sample_text
 
     rng = random.Random(f"sae-texts:{cfg.seed}")
-    texts = [p for p, _ in (sample_text(rng) for _ in range(cfg.n_prompts))]
-    for task in seed_tasks():  # the benchmark's own clean and corrupted prompts
-        for r in task.records(max(16, cfg.n_prompts // 8), seed=0):
-            texts += [r["clean_prefix"], r["patch_prefix"]]
-    return texts
+    return [p for p, _ in (sample_text(rng) for _ in range(cfg.n_prompts))]
 
 
 def world_quality(model, saes: dict, tokenizer, n_eval: int, eval_seed: int) -> dict:

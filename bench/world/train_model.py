@@ -29,7 +29,8 @@ class ModelTrainConfig:
     n_heads: int = 4
     d_mlp: int = 512
     n_ctx: int = 48
-    steps: int = 3000
+    # 4000 since world v2 (3000 before): 99 IOI names and four SVA forms to learn instead of 28 and one
+    steps: int = 4000
     batch_size: int = 64
     lr: float = 2e-3
     warmup: int = 100
@@ -83,6 +84,27 @@ def encode_batch(tokenizer, texts: list[tuple[str, str | None]], n_ctx: int):
     return tokens, valid, answer
 
 
+def training_batches(cfg: ModelTrainConfig):
+    """The model's training texts, batch by batch: ``steps`` lists of ``batch_size`` ``(prompt, answer)``.
+
+    The one definition of the stream, so that ``bench.world.provenance`` can replay exactly what the
+    shipped model was trained on.
+    """
+    rng = random.Random(f"model:{cfg.seed}")
+    for _ in range(cfg.steps):
+        yield [sample_text(rng) for _ in range(cfg.batch_size)]
+
+
+def text_fingerprint(texts) -> str:
+    """SHA-256 over ``(prompt, answer)`` texts in order: proves a replayed stream is the trained one."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for prompt, answer in texts:
+        h.update(f"{prompt}\x1f{answer}\x1e".encode())
+    return h.hexdigest()
+
+
 def train_model(cfg: ModelTrainConfig, tokenizer, progress: bool = False, device: str = "cpu"):
     """Train and return a ``HookedTransformer`` (eval mode) plus a dict of training stats."""
     from transformer_lens import HookedTransformer
@@ -99,15 +121,16 @@ def train_model(cfg: ModelTrainConfig, tokenizer, progress: bool = False, device
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    rng = random.Random(f"model:{cfg.seed}")
+    batches = training_batches(cfg)
+    seen_texts: list[tuple[str, str | None]] = []
     t0 = time.perf_counter()
     ema = None
     from bench.progress import progress_iter
 
     for step in progress_iter(range(cfg.steps), desc="train model", enabled=progress):
-        tokens, valid, answer = encode_batch(
-            tokenizer, [sample_text(rng) for _ in range(cfg.batch_size)], cfg.n_ctx
-        )
+        batch = next(batches)
+        seen_texts += batch
+        tokens, valid, answer = encode_batch(tokenizer, batch, cfg.n_ctx)
         tokens, valid, answer = tokens.to(device), valid.to(device), answer.to(device)
         logits = model(tokens)
         logp = logits[:, :-1].log_softmax(-1)
@@ -126,5 +149,6 @@ def train_model(cfg: ModelTrainConfig, tokenizer, progress: bool = False, device
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    stats = {"train_seconds": time.perf_counter() - t0, "final_answer_loss_ema": ema}
+    stats = {"train_seconds": time.perf_counter() - t0, "final_answer_loss_ema": ema,
+             "n_texts": len(seen_texts), "texts_sha256": text_fingerprint(seen_texts)}
     return model, stats

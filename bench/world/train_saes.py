@@ -1,7 +1,7 @@
 """Train the embedded world's residual-stream SAEs with SAELens's own trainer.
 
 ``sae_lens.SAETrainer`` takes any iterator of activation batches; we feed it residual activations
-of the trained model on the task mixture plus the benchmark's clean and corrupted prompts (BOS
+of the trained model on prompts of the task mixture, never the benchmark's own (BOS
 excluded: the spliced model passes BOS through unchanged, as the paper does). The result is an
 inference ``TopKSAE`` saved in SAELens's on-disk format (``cfg.json`` + ``sae_weights.safetensors``).
 """

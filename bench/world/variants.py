@@ -17,6 +17,11 @@ with random weights. Each is a preset (``bench/presets.toml``) and is built from
   were. A control: it has no task mechanism, so any faithful small circuit found on it is fitted to
   whatever its random weights do (run with ``--answers oriented``; see ``bench.controls``).
 
+* ``every`` (``embedded-every``): an SAE after every layer, for the SAE-placement axis of
+  ``bench sweep`` (every layer, {1,3,5}, {3}, {1,5}, ...): the shipped SAEs after layers 1, 3, 5,
+  copied unchanged, plus SAEs after the other layers trained exactly as the shipped ones were
+  (same texts, size, steps and seed), so a placement differs from another only in where SAEs are.
+
 Layout inside the world directory: ``saes-<variant>/<hook>/`` and, for ``random``,
 ``model-random/``; measured quality goes to ``variants.json`` under the variant's name.
 """
@@ -38,7 +43,7 @@ from bench.world.train_saes import SAETrainConfig
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("lossy", "basis", "random")
+VARIANTS = ("lossy", "basis", "random", "every")
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,23 @@ def build_variant(name: str, root: str | Path, cfg: VariantConfig | None = None)
             model = shipped
             saes, stats["saes"] = train_saes(model, tokenizer, sae_texts(sae_cfg), sae_cfg, model_name=model.cfg.model_name)
             stats["sae_config"] = asdict(sae_cfg)
+        elif name == "every":
+            model = shipped
+            others = tuple(i for i in range(shipped.cfg.n_layers) if i not in layers)
+            if not others:
+                raise InputError(f"{root}: the world already has an SAE after every layer; variant 'every' adds nothing")
+            # same texts, size, steps and seed as the shipped SAEs (SAELens's trainer, its own init per layer)
+            sae_cfg = replace(shipped_cfg, layers=others)
+            saes, stats["saes"] = train_saes(model, tokenizer, sae_texts(sae_cfg), sae_cfg, model_name=model.cfg.model_name)
+            from sae_lens import SAE
+
+            for hook in hooks:  # the shipped SAEs, unchanged
+                saes[hook] = SAE.load_from_disk(str(root / "saes" / hook))
+            saes = dict(sorted(saes.items(), key=lambda kv: _layer_key(kv[0])))
+            shipped_stats = json.loads((root / "world.json").read_text()).get("saes", {})
+            stats["saes"] = {**stats["saes"], **{h: {**shipped_stats.get(h, {}), "copied": True} for h in hooks}}
+            stats["sae_config"] = asdict(sae_cfg)
+            stats["copied_from_shipped"] = list(hooks)
         else:
             model, kwargs = random_model(root / "model", tokenizer, cfg.random_seed)
             save_model(model, kwargs, staging / "model-random")

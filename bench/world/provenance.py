@@ -1,0 +1,95 @@
+"""Which prompts a built world was trained on: the model's and the SAEs' text streams, replayed.
+
+Both streams are deterministic in the world's config (``world.json``), so they can be regenerated
+exactly instead of being shipped. ``seen_in_training`` answers, for any prompts, whether each one
+was a training prompt or the start of a training text, for the model (``training_batches``) and
+for the SAEs (``sae_texts``; the variants' SAEs are trained on the same texts). The hold-out test
+and ``bench accuracy`` use it; replaying the shipped stream takes about ten seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Seen:
+    """Per prompt key: seen as a training prompt, or only as the start of a longer training text."""
+
+    as_prompt: frozenset[str]
+    as_prefix: frozenset[str]  # includes as_prompt
+
+    def count(self, keys: Iterable[str]) -> dict[str, int]:
+        keys = list(keys)
+        return {"prompts": len(keys), "seen_as_training_prompt": sum(k in self.as_prompt for k in keys),
+                "seen_as_training_prefix": sum(k in self.as_prefix for k in keys)}
+
+
+def world_config_from_json(stats: dict):
+    """The ``WorldConfig`` a ``world.json`` was built with."""
+    from bench.world.build import WorldConfig
+    from bench.world.train_model import ModelTrainConfig
+    from bench.world.train_saes import SAETrainConfig
+
+    cfg = stats["config"]
+    saes = {k: (tuple(v) if k == "layers" else v) for k, v in cfg["saes"].items()
+            if k in SAETrainConfig.__dataclass_fields__}
+    model = {k: v for k, v in cfg["model"].items() if k in ModelTrainConfig.__dataclass_fields__}
+    return WorldConfig(model=ModelTrainConfig(**model), saes=SAETrainConfig(**saes))
+
+
+def training_texts(cfg) -> Iterator[tuple[str, str | None]]:
+    """Every ``(prompt, answer)`` the model was trained on, then every SAE training prompt (answer None)."""
+    from bench.world.build import sae_texts
+    from bench.world.train_model import training_batches
+
+    for batch in training_batches(cfg.model):
+        yield from batch
+    for p in sae_texts(cfg.saes):
+        yield p, None
+
+
+def replay_fingerprints(cfg) -> dict[str, dict]:
+    """The replayed streams' sizes and SHA-256, in the form ``world.json`` records them at build time."""
+    from bench.world.build import sae_texts
+    from bench.world.train_model import text_fingerprint, training_batches
+
+    model_texts = [t for batch in training_batches(cfg.model) for t in batch]
+    sae = sae_texts(cfg.saes)
+    return {"model": {"n_texts": len(model_texts), "texts_sha256": text_fingerprint(model_texts)},
+            "sae_texts": {"n_texts": len(sae), "texts_sha256": text_fingerprint((t, None) for t in sae)}}
+
+
+def check_replay(stats: dict) -> None:
+    """Raise if the code no longer replays the streams a ``world.json`` was trained on (the corpus
+    changed without ``bench train``): every provenance answer would then describe another world."""
+    from bench.errors import InputError
+
+    got = replay_fingerprints(world_config_from_json(stats))
+    want = {"model": {k: stats["model"].get(k) for k in ("n_texts", "texts_sha256")}, "sae_texts": stats.get("sae_texts")}
+    if got != want:
+        raise InputError("world.json: the training corpus code no longer reproduces the texts this world was trained on; "
+                         "rebuild it with 'python -m bench train'")
+
+
+def seen_in_training(keys: Iterable[str], cfg) -> Seen:
+    """Which of ``keys`` (``tasks.holdout.prompt_key`` forms) the world ``cfg`` was trained on."""
+    from bench.world.corpus import text_words
+    from bench.world.tokenizer import pretokenize
+
+    wanted = set(keys)
+    by_len = {len(k.split(" ")) for k in wanted}
+    as_prompt, as_prefix = set(), set()
+    for prompt, answer in training_texts(cfg):
+        p_words = pretokenize(prompt)
+        p_key = " ".join(p_words)
+        if p_key in wanted:
+            as_prompt.add(p_key)
+        words = text_words(prompt, answer)
+        for n in by_len:
+            if n <= len(words):
+                k = " ".join(words[:n])
+                if k in wanted:
+                    as_prefix.add(k)
+    return Seen(frozenset(as_prompt), frozenset(as_prefix | as_prompt))
