@@ -23,24 +23,11 @@ N_GENERATED = 400  # records of a generated task, at the world quality table's s
 EVAL_SEED = 12345
 
 
-@torch.no_grad()
-def _quality(run, data, batch_size: int = 256) -> dict[str, float]:
-    from bench.data import logit_diff
-
-    lds, top1 = [], []
-    for _, b in data.batches(batch_size):
-        logits = run(b.clean)
-        lds.append(logit_diff(logits, b.clean_answer, b.patch_answer))
-        top1.append(logits[:, -1].argmax(-1) == b.clean_answer)
-    ld = torch.cat(lds)
-    return {"pairwise_accuracy": (ld > 0).float().mean().item(), "logit_diff": ld.mean().item(),
-            "top1_accuracy": torch.cat(top1).float().mean().item()}
-
-
 def task_accuracy(world, task) -> tuple[dict, set[str]]:
     """One task's row (records used, model and spliced quality) and the keys of
     the prompts it used, read back from the kept token ids (dropped records count nowhere)."""
     from bench.data import tokenize_records
+    from bench.world.quality import token_quality
     from tasks.base import FileTask
 
     n = len(task._records) if isinstance(task, FileTask) else N_GENERATED
@@ -51,10 +38,13 @@ def task_accuracy(world, task) -> tuple[dict, set[str]]:
     if isinstance(task, FileTask):
         row["file"] = task.path.name
         row["sha256"] = hashlib.sha256(task.path.read_bytes()).hexdigest()[:12]
-    full = _quality(world.spliced.model, data)
-    drop = _quality(world.spliced.with_policy("drop").run, data)
+    full = token_quality(world.spliced.model, data.clean, data.clean_answer, data.patch_answer)
+    drop = token_quality(world.spliced.with_policy("drop").run, data.clean, data.clean_answer, data.patch_answer)
     kept = drop["logit_diff"] / full["logit_diff"] if full["logit_diff"] > 0 else float("nan")
     row.update({"model": full, "spliced_drop_error": drop, "logit_diff_kept_fraction": kept})
+    row["model_by_case"] = {case: token_quality(world.spliced.model, *(t[idx] for t in (data.clean, data.clean_answer, data.patch_answer)))
+                            for case in sorted(set(data.cases))
+                            for idx in [torch.tensor([c == case for c in data.cases])]}
     tok = world.tokenizer
     keys = {" ".join(tok.convert_ids_to_tokens(row_ids[1:])) for t in (data.clean, data.patch) for row_ids in t.tolist()}
     row["distinct_prompts"] = len(keys)

@@ -34,9 +34,14 @@ def test_shipped_world_reproduces_its_recorded_quality(embedded_world):
         # the targets of the foundation issue
         assert q["pairwise_accuracy"] >= 0.95 and q["logit_diff"] >= 3
         drop = task_quality(embedded_world.spliced.with_policy("drop").run, embedded_world.tokenizer, records)
+        want_drop = recorded["quality_held_out"][task.name]["spliced_drop_error"]
+        for key in ("pairwise_accuracy", "top1_accuracy"):
+            assert q[key] == pytest.approx(want[key], abs=1e-6) and drop[key] == pytest.approx(want_drop[key], abs=1e-6)
+        assert drop["logit_diff"] == pytest.approx(want_drop["logit_diff"], rel=1e-4)
         assert drop["logit_diff"] / q["logit_diff"] >= 0.70
     for hook, stats in recorded["saes"].items():
         assert stats["fvu"] <= 0.15, hook
+        assert stats["l0"] == embedded_world.spliced.saes[hook].cfg.k  # TopK: L0 is k exactly
 
 
 @pytest.mark.parametrize("variant", ["lossy", "basis", "random", "every"])
@@ -52,6 +57,8 @@ def test_shipped_variants_reproduce_their_recorded_quality(variant):
         drop = task_quality(world.spliced.with_policy("drop").run, world.tokenizer, records)
         want = recorded["quality_held_out"][task.name]
         assert full["logit_diff"] == pytest.approx(want["model"]["logit_diff"], rel=1e-4, abs=1e-4)
+        assert full["pairwise_accuracy"] == pytest.approx(want["model"]["pairwise_accuracy"], abs=1e-6)
+        assert drop["pairwise_accuracy"] == pytest.approx(want["spliced_drop_error"]["pairwise_accuracy"], abs=1e-6)
         assert drop["logit_diff"] == pytest.approx(want["spliced_drop_error"]["logit_diff"], rel=1e-4, abs=1e-4)
         if variant == "every":  # the shipped SAEs after layers 1, 3, 5, copied unchanged
             shipped = load_world("embedded")
