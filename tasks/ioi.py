@@ -30,8 +30,9 @@ class IndirectObjectIdentification(GeneratedTask):
     version = "3"  # 3: held-out prompts only; the standard IOI name/place/object pools
     holdout = True
     description = "indirect object identification; patch = same template, three fresh names"
-    # With 128 train prompts the IOI masks overfit (studied circuit F_train - F_test = 0.23 over 3
-    # seeds); with 512 the gap is 0.09 (README, "Train vs test"). The paper trained on ~2,900.
+    # On the world before the hold-out, with 128 train prompts the IOI masks overfit (studied circuit
+    # F_train - F_test = 0.23 over 3 seeds) and with 512 the gap was 0.09; not re-measured on this
+    # world, where the gap at 512 is -0.04 (README, "Train vs test"). The paper trained on ~2,900.
     n_train = 512
 
     def group(self, rng: random.Random) -> list[dict[str, str]]:
