@@ -91,7 +91,9 @@ def test_ray_executor_without_ray_names_the_extra(monkeypatch):
 def test_inline_runs_jobs_and_turns_exceptions_into_error_results():
     res = run(make_executor("inline"), [
         Job("ok", "ok", J.rows, 2), Job("raise", "raise", J.raise_value_error, 3),
-        Job("notrows", "notrows", J.not_rows, 0), Job("mem", "mem", J.allocate, (100, 0)),
+        # the block is held 0.1 s: building it holds the GIL, so with no hold the 5 ms RSS sampler
+        # could only see it if it happened to run in the instant before the job returned (CI once read 10 MB)
+        Job("notrows", "notrows", J.not_rows, 0), Job("mem", "mem", J.allocate, (100, 0.1)),
     ])
     assert res["ok"].rows == J.rows(2) and res["ok"].error is None
     assert res["raise"].rows is None and res["raise"].error == "ValueError: bad input 3"
