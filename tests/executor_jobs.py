@@ -35,9 +35,18 @@ def segfault(arg):
 def allocate(arg):
     """Hold ``mb`` megabytes (touched, so resident) for ``hold_s`` seconds."""
     mb, hold_s = arg
-    block = b"\x01" * (int(mb) << 20)
+    # a fresh anonymous mapping, every page touched: resident growth whatever the heap already holds
+    # (a bytes object can land in freed heap pages that are still resident, so RSS would not grow)
+    import mmap
+
+    n = int(mb) << 20
+    block = mmap.mmap(-1, n)
+    for i in range(0, n, 4096):
+        block[i] = 1
     time.sleep(hold_s)
-    return [{"metric": "bytes", "value": float(len(block))}]
+    size = len(block)
+    block.close()
+    return [{"metric": "bytes", "value": float(size)}]
 
 
 def sleep(arg):
