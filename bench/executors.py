@@ -278,7 +278,7 @@ def _execute(job: Job, fresh: bool, enforce_limit: bool, catch: tuple = (BaseExc
             meter.job_running = False
         wall = time.perf_counter() - t0
     if meter.exceeded:
-        rows, error = None, f"exceeded the memory limit of {job.max_memory_mb:g} MB (peak {meter.rss_peak_mb:.0f} MB)"
+        rows, error = None, f"exceeded the memory limit of {job.max_memory_mb:g} MB (peak {meter.rss_peak_mb:.1f} MB)"
     elif error is None and (bad := _check_rows(rows)):
         rows, error = None, bad
     return rows, error, tb, wall, meter.peak_mb, meter.measure
@@ -515,7 +515,7 @@ class ProcessExecutor:
                     pass
                 if w.peak_rss - w.base_rss > w.job.max_memory_mb * MB:
                     w.kill_reason = (f"exceeded the memory limit of {w.job.max_memory_mb:g} MB "
-                                     f"(peak {(w.peak_rss - w.base_rss) / MB:.0f} MB)")
+                                     f"(peak {(w.peak_rss - w.base_rss) / MB:.1f} MB)")
             deadline = w.deadline()
             if w.kill_reason is None and deadline is not None and now > deadline:
                 w.kill_reason = f"exceeded the cell timeout of {w.job.timeout_s:g} s"
