@@ -30,7 +30,7 @@ def task_accuracy(world, task) -> tuple[dict, set[str]]:
     from bench.world.quality import token_quality
     from tasks.base import FileTask
 
-    n = len(task._records) if isinstance(task, FileTask) else N_GENERATED
+    n = task.n_records if isinstance(task, FileTask) else N_GENERATED
     records = task.records(n, seed=EVAL_SEED)
     source = str(getattr(task, "path", task.name))
     data = tokenize_records(records, world.tokenizer, task.name, task.version, source=source)
@@ -51,25 +51,33 @@ def task_accuracy(world, task) -> tuple[dict, set[str]]:
     return row, keys
 
 
-def world_training_config(world):
-    """The build config of an embedded world whose training stream the code still replays exactly,
-    or the reason there is none (a hub model's data is not ours; a random-weights model was never
-    trained; a world built by other corpus code cannot be replayed)."""
-    from bench.errors import InputError
+def world_training_stats(world):
+    """The ``world.json`` stats of an embedded world whose training streams could be replayed, or the
+    reason there are none (a hub model's data is not ours; a random-weights model was never trained).
+    Whether the code still replays them exactly is checked on the one replay (``run_accuracy``)."""
     from bench.loading import embedded_dir
-    from bench.world.provenance import check_replay, world_config_from_json
 
     if not world.preset.is_embedded or world.preset.model != "embedded":
         return None, f"preset {world.preset.name!r}: not the trained embedded model"
     path = embedded_dir() / "world.json"
     if not path.is_file():
         return None, f"{path.name}: missing"
-    stats = json.loads(path.read_text())
+    return json.loads(path.read_text()), None
+
+
+def seen_counts(stats: dict, keys: list[set[str]]) -> tuple[list[dict] | None, str | None]:
+    """One replay of the world's training streams: per key set, how many were trained on; or None
+    and why, when the replay is not the recorded stream (the counts would describe another world)."""
+    from bench.world.provenance import replay, replay_mismatch, world_config_from_json
+
     try:
-        check_replay(stats)
-    except (InputError, KeyError, TypeError) as exc:
-        return None, f"training stream not reproducible ({exc})"
-    return world_config_from_json(stats), None
+        r = replay(world_config_from_json(stats), set().union(*keys))
+        why = replay_mismatch(stats, r.fingerprints)
+    except (KeyError, TypeError) as exc:
+        return None, f"training stream not reproducible (world.json: {exc})"
+    if why:
+        return None, f"training stream not reproducible ({why})"
+    return [r.seen.count(k) for k in keys], None
 
 
 def format_table(rows: list[dict]) -> str:
@@ -93,7 +101,7 @@ def run_accuracy(preset: str, task_names: tuple[str, ...], out: Path | None, pro
     from bench.loading import load_world
 
     world = load_world(preset)
-    cfg, why_not = world_training_config(world) if provenance else (None, "skipped (--no-provenance)")
+    stats, why_not = world_training_stats(world) if provenance else (None, "skipped (--no-provenance)")
     rows, keys = [], []
     for name in task_names:
         try:
@@ -103,16 +111,14 @@ def run_accuracy(preset: str, task_names: tuple[str, ...], out: Path | None, pro
             row, k = {"task": Path(name).name, "error": msg}, set()
         rows.append(row)
         keys.append(k)
-    if cfg is not None:  # one replay of the training streams for every task's prompts
-        from bench.world.provenance import seen_in_training
-
-        seen = seen_in_training(set().union(*keys), cfg)
-        for row, k in zip(rows, keys):
-            if "error" not in row:
-                row["seen_in_training"] = seen.count(k)
-    else:
-        for row in rows:
+    counts = None
+    if stats is not None:
+        counts, why_not = seen_counts(stats, keys)
+    for row, count in zip(rows, counts or [None] * len(rows)):
+        if count is None:
             row["seen_in_training_unavailable"] = why_not
+        elif "error" not in row:
+            row["seen_in_training"] = count
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         payload = {"preset": preset, "eval_seed": EVAL_SEED, "n_generated": N_GENERATED, "rows": rows}

@@ -82,6 +82,11 @@ class FileTask(Task):
 
         self.version = "file-" + hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
 
+    @property
+    def n_records(self) -> int:
+        """How many records the file holds (``records`` returns at most this many)."""
+        return len(self._records)
+
     def records(self, n: int, seed: int) -> list[dict[str, str]]:
         return list(self._records[:n])
 

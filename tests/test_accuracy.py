@@ -44,3 +44,21 @@ def test_accuracy_reports_a_bad_task_file_as_one_row(tiny_world_dir, tmp_path, m
     bad.write_text("{oops\n")
     rows = run_accuracy("embedded", (str(bad), "sva"), None, provenance=False)
     assert "line 1: not valid JSON" in rows[0]["error"] and rows[1]["task"] == "sva" and "seen_in_training" not in rows[1]
+
+
+def test_accuracy_gives_no_counts_when_the_replay_is_not_the_recorded_stream(tiny_world_dir, tmp_path, monkeypatch):
+    # a world.json whose recorded stream differs from what the code replays (the corpus code changed
+    # without a rebuild): counts would describe another world, so there are none, and the row says why
+    import shutil
+
+    from bench.accuracy import run_accuracy
+
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world_dir, world)
+    stats = json.loads((world / "world.json").read_text())
+    stats["model"]["texts_sha256"] = "0" * 64
+    (world / "world.json").write_text(json.dumps(stats))
+    monkeypatch.setenv("BENCH_WORLD_DIR", str(world))
+    (row,) = run_accuracy("embedded", ("sva",), None)
+    assert "seen_in_training" not in row
+    assert "no longer reproduces the texts" in row["seen_in_training_unavailable"]

@@ -69,22 +69,22 @@ def test_shipped_world_was_never_trained_on_a_benchmark_prompt():
     # start of a training text.
     from bench.world.artifacts import EMBEDDED_DIR
     from bench.world.corpus import benchmark_prompt_lengths, text_words
-    from bench.world.provenance import check_replay, seen_in_training, training_texts, world_config_from_json
+    from bench.world.provenance import replay, replay_mismatch, training_texts, world_config_from_json
 
     stats = json.loads((EMBEDDED_DIR / "world.json").read_text())
-    check_replay(stats)  # the replay is the stream the shipped world was trained on (its recorded SHA-256)
     cfg = world_config_from_json(stats)
     keys = benchmark_prompt_keys()
-    seen = seen_in_training(keys, cfg)
-    assert not seen.as_prefix, sorted(seen.as_prefix)[:5]
-    # ... and the replay does find what was trained on, as prompts and as prefixes (so the check
-    # above can fail): every 100th model text's prompt, and its first words at each benchmark length
+    # the replay must also find what was trained on, as prompts and as prefixes (so the check can
+    # fail): every 100th of the first 3000 model texts' prompts, and their first words at each
+    # benchmark length; one replay answers both, and its fingerprint proves it is the shipped stream
     texts = [t for _, t in zip(range(3000), training_texts(cfg))][::100]
     prompts = {prompt_key(p) for p, _ in texts}
     prefixes = {" ".join(text_words(p, a)[:n]) for p, a in texts for n in benchmark_prompt_lengths().values()
                 if n < len(text_words(p, a))}
-    found = seen_in_training(prompts | prefixes, cfg)
-    assert found.as_prompt >= prompts and found.as_prefix == prompts | prefixes
+    r = replay(cfg, keys | prompts | prefixes)
+    assert replay_mismatch(stats, r.fingerprints) is None  # the stream the shipped world recorded (SHA-256)
+    assert not (r.seen.as_prefix & keys), sorted(r.seen.as_prefix & keys)[:5]
+    assert r.seen.as_prompt >= prompts and r.seen.as_prefix == prompts | prefixes
 
 
 def test_the_key_is_what_the_tokenizer_makes(embedded_world):

@@ -50,15 +50,63 @@ def training_texts(cfg) -> Iterator[tuple[str, str | None]]:
         yield p, None
 
 
+@dataclass(frozen=True)
+class Replay:
+    """One pass over a world's training streams: their fingerprints and which wanted keys they hold."""
+
+    fingerprints: dict[str, dict]  # {"model": {...}, "sae_texts": {...}} as world.json records them
+    seen: Seen
+
+
+def replay(cfg, keys: Iterable[str] = ()) -> Replay:
+    """Regenerate both training streams of ``cfg`` once: fingerprint them, and find which of ``keys``
+    (``tasks.holdout.prompt_key`` forms) was a training prompt or the start of a training text."""
+    from bench.world.build import sae_texts
+    from bench.world.corpus import text_words
+    from bench.world.tokenizer import pretokenize
+    from bench.world.train_model import TextFingerprint, training_batches
+
+    wanted = set(keys)
+    by_len = {len(k.split(" ")) for k in wanted}
+    as_prompt, as_prefix = set(), set()
+
+    def look(texts) -> None:
+        if not wanted:
+            return
+        for prompt, answer in texts:
+            p_key = " ".join(pretokenize(prompt))
+            if p_key in wanted:
+                as_prompt.add(p_key)
+            words = text_words(prompt, answer)
+            for n in by_len:
+                if n <= len(words):
+                    k = " ".join(words[:n])
+                    if k in wanted:
+                        as_prefix.add(k)
+
+    model_fp, sae_fp = TextFingerprint(), TextFingerprint()
+    for batch in training_batches(cfg.model):
+        model_fp.update(batch)
+        look(batch)
+    sae = [(t, None) for t in sae_texts(cfg.saes)]
+    sae_fp.update(sae)
+    look(sae)
+    return Replay({"model": model_fp.record(), "sae_texts": sae_fp.record()},
+                  Seen(frozenset(as_prompt), frozenset(as_prefix | as_prompt)))
+
+
 def replay_fingerprints(cfg) -> dict[str, dict]:
     """The replayed streams' sizes and SHA-256, in the form ``world.json`` records them at build time."""
-    from bench.world.build import sae_texts
-    from bench.world.train_model import text_fingerprint, training_batches
+    return replay(cfg).fingerprints
 
-    model_texts = [t for batch in training_batches(cfg.model) for t in batch]
-    sae = sae_texts(cfg.saes)
-    return {"model": {"n_texts": len(model_texts), "texts_sha256": text_fingerprint(model_texts)},
-            "sae_texts": {"n_texts": len(sae), "texts_sha256": text_fingerprint((t, None) for t in sae)}}
+
+def replay_mismatch(stats: dict, fingerprints: dict[str, dict]) -> str | None:
+    """Why ``fingerprints`` are not the streams the ``world.json`` ``stats`` was trained on, or None."""
+    want = {"model": {k: stats["model"].get(k) for k in ("n_texts", "texts_sha256")}, "sae_texts": stats.get("sae_texts")}
+    if fingerprints == want:
+        return None
+    return ("world.json: the training corpus code no longer reproduces the texts this world was trained on; "
+            "rebuild it with 'python -m bench train'")
 
 
 def check_replay(stats: dict) -> None:
@@ -66,30 +114,11 @@ def check_replay(stats: dict) -> None:
     changed without ``bench train``): every provenance answer would then describe another world."""
     from bench.errors import InputError
 
-    got = replay_fingerprints(world_config_from_json(stats))
-    want = {"model": {k: stats["model"].get(k) for k in ("n_texts", "texts_sha256")}, "sae_texts": stats.get("sae_texts")}
-    if got != want:
-        raise InputError("world.json: the training corpus code no longer reproduces the texts this world was trained on; "
-                         "rebuild it with 'python -m bench train'")
+    why = replay_mismatch(stats, replay_fingerprints(world_config_from_json(stats)))
+    if why:
+        raise InputError(why)
 
 
 def seen_in_training(keys: Iterable[str], cfg) -> Seen:
     """Which of ``keys`` (``tasks.holdout.prompt_key`` forms) the world ``cfg`` was trained on."""
-    from bench.world.corpus import text_words
-    from bench.world.tokenizer import pretokenize
-
-    wanted = set(keys)
-    by_len = {len(k.split(" ")) for k in wanted}
-    as_prompt, as_prefix = set(), set()
-    for prompt, answer in training_texts(cfg):
-        p_words = pretokenize(prompt)
-        p_key = " ".join(p_words)
-        if p_key in wanted:
-            as_prompt.add(p_key)
-        words = text_words(prompt, answer)
-        for n in by_len:
-            if n <= len(words):
-                k = " ".join(words[:n])
-                if k in wanted:
-                    as_prefix.add(k)
-    return Seen(frozenset(as_prompt), frozenset(as_prefix | as_prompt))
+    return replay(cfg, keys).seen

@@ -95,14 +95,31 @@ def training_batches(cfg: ModelTrainConfig):
         yield [sample_text(rng) for _ in range(cfg.batch_size)]
 
 
-def text_fingerprint(texts) -> str:
-    """SHA-256 over ``(prompt, answer)`` texts in order: proves a replayed stream is the trained one."""
-    import hashlib
+class TextFingerprint:
+    """SHA-256 over ``(prompt, answer)`` texts in order, fed as they stream by: proves a replayed
+    stream is the trained one without holding the stream (256,000 texts for the shipped model)."""
 
-    h = hashlib.sha256()
-    for prompt, answer in texts:
-        h.update(f"{prompt}\x1f{answer}\x1e".encode())
-    return h.hexdigest()
+    def __init__(self) -> None:
+        import hashlib
+
+        self._h = hashlib.sha256()
+        self.n_texts = 0
+
+    def update(self, texts) -> None:
+        for prompt, answer in texts:
+            self._h.update(f"{prompt}\x1f{answer}\x1e".encode())
+            self.n_texts += 1
+
+    def record(self) -> dict:
+        """The form ``world.json`` stores: ``{"n_texts", "texts_sha256"}``."""
+        return {"n_texts": self.n_texts, "texts_sha256": self._h.hexdigest()}
+
+
+def text_fingerprint(texts) -> str:
+    """SHA-256 of a whole ``(prompt, answer)`` stream (``TextFingerprint`` fed once)."""
+    fp = TextFingerprint()
+    fp.update(texts)
+    return fp.record()["texts_sha256"]
 
 
 def train_model(cfg: ModelTrainConfig, tokenizer, progress: bool = False, device: str = "cpu"):
@@ -122,14 +139,14 @@ def train_model(cfg: ModelTrainConfig, tokenizer, progress: bool = False, device
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     batches = training_batches(cfg)
-    seen_texts: list[tuple[str, str | None]] = []
+    fingerprint = TextFingerprint()
     t0 = time.perf_counter()
     ema = None
     from bench.progress import progress_iter
 
     for step in progress_iter(range(cfg.steps), desc="train model", enabled=progress):
         batch = next(batches)
-        seen_texts += batch
+        fingerprint.update(batch)
         tokens, valid, answer = encode_batch(tokenizer, batch, cfg.n_ctx)
         tokens, valid, answer = tokens.to(device), valid.to(device), answer.to(device)
         logits = model(tokens)
@@ -149,6 +166,5 @@ def train_model(cfg: ModelTrainConfig, tokenizer, progress: bool = False, device
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    stats = {"train_seconds": time.perf_counter() - t0, "final_answer_loss_ema": ema,
-             "n_texts": len(seen_texts), "texts_sha256": text_fingerprint(seen_texts)}
+    stats = {"train_seconds": time.perf_counter() - t0, "final_answer_loss_ema": ema, **fingerprint.record()}
     return model, stats
