@@ -54,27 +54,30 @@ def task_accuracy(world, task) -> tuple[dict, set[str]]:
 def world_training_stats(world):
     """The ``world.json`` stats of an embedded world whose training streams could be replayed, or the
     reason there are none (a hub model's data is not ours; a random-weights model was never trained).
-    Whether the code still replays them exactly is checked on the one replay (``run_accuracy``)."""
-    from bench.loading import embedded_dir
-
+    Whether the code still replays them exactly is checked on the one replay (``seen_counts``)."""
     if not world.preset.is_embedded or world.preset.model != "embedded":
         return None, f"preset {world.preset.name!r}: not the trained embedded model"
-    path = embedded_dir() / "world.json"
-    if not path.is_file():
-        return None, f"{path.name}: missing"
-    return json.loads(path.read_text()), None
+    stats = world.meta.get("world")
+    if not stats:
+        return None, "world.json: missing"
+    return stats, None
 
 
 def seen_counts(stats: dict, keys: list[set[str]]) -> tuple[list[dict] | None, str | None]:
     """One replay of the world's training streams: per key set, how many were trained on; or None
-    and why, when the replay is not the recorded stream (the counts would describe another world)."""
-    from bench.world.provenance import replay, replay_mismatch, world_config_from_json
+    and why, when ``world.json`` cannot say what was trained on or the replay is not the recorded
+    stream (the counts would then describe another world)."""
+    from bench.world.provenance import recorded_fingerprints, replay, replay_mismatch, world_config_from_json
 
-    try:
-        r = replay(world_config_from_json(stats), set().union(*keys))
-        why = replay_mismatch(stats, r.fingerprints)
-    except (KeyError, TypeError) as exc:
-        return None, f"training stream not reproducible (world.json: {exc})"
+    try:  # only reading world.json here: a bug in the replay itself must not pass for a bad file
+        cfg = world_config_from_json(stats)
+        recorded_fingerprints(stats)
+    except ValueError as exc:
+        return None, f"training stream not reproducible ({exc})"
+    except (KeyError, TypeError, AttributeError) as exc:
+        return None, f"training stream not reproducible (world.json: malformed config: {type(exc).__name__}: {exc})"
+    r = replay(cfg, set().union(*keys))
+    why = replay_mismatch(stats, r.fingerprints)
     if why:
         return None, f"training stream not reproducible ({why})"
     return [r.seen.count(k) for k in keys], None

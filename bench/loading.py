@@ -46,6 +46,19 @@ def embedded_dir() -> Path:
     return Path(os.environ.get("BENCH_WORLD_DIR", EMBEDDED_DIR))
 
 
+def _json_file(path: Path) -> dict:
+    """A world's JSON record ({} if absent); InputError naming the file if it is not a JSON object."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def load_world(preset: str | Preset = "embedded", error_policy: str = "drop", device: str = "cpu",
                world_dir: str | Path | None = None) -> World:
     """Load ``preset`` (name, TOML path or Preset) with the given error-term policy."""
@@ -90,8 +103,7 @@ def _load_embedded(preset: Preset, root: Path, error_policy: str, device: str) -
     # a variant does not invalidate the cached cells of another preset
     hashes = {k: v for k, v in file_hashes(root).items() if k.split("/")[0] in ("tokenizer", model_dir.name, sae_root.name)}
     fp = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
-    meta = json.loads((root / "world.json").read_text()) if (root / "world.json").is_file() else {}
-    variants = json.loads((root / "variants.json").read_text()) if (root / "variants.json").is_file() else {}
+    meta, variants = (_json_file(root / name) for name in ("world.json", "variants.json"))
     variant = sae_root.name.removeprefix("saes").removeprefix("-")
     extra = {"variant": variants.get(variant, {})} if variant else {}
     spliced = SplicedModel(model, saes, error_policy)

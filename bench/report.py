@@ -184,7 +184,8 @@ def write_report(df: pd.DataFrame, results: Path, fig_dir: Path, n_boot: int = 2
     if not lv.empty:
         lv["nodes for F ≥ level"] = [ci(r.nodes, r.lo, r.hi, 1) for _, r in lv.iterrows()]
         lines += ["## Nodes needed for a faithfulness level (secondary)", "",
-                  "Interpolated linearly in log(size) between evaluated sizes (rankings: grid and matched sizes; the mask: "
+                  "Interpolated linearly in log(size) between evaluated sizes (from an empty circuit: the first size "
+                  "that reaches it; rankings: grid and matched sizes; the mask: "
                   "its own circuits), averaged over seeds, with a bootstrap interval. `reached_share`: the share of "
                   "replicates in which every seed reached the level.", "",
                   markdown_table(lv, ["task", "method", "level", "nodes for F ≥ level", "reached_share"]), ""]

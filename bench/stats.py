@@ -92,17 +92,17 @@ def verdict_word(low: float, high: float) -> str:
 
 def crossing_size(sizes: np.ndarray, f: np.ndarray, level: float) -> float:
     """Smallest size where F reaches ``level``, interpolated linearly in log(size) between
-    evaluated sizes (NaN if never reached). Sizes must be sorted ascending. From an empty circuit
-    (size 0, where log is undefined) the interpolation is linear in size instead."""
+    evaluated sizes (NaN if never reached). Sizes must be sorted ascending. Between an empty circuit
+    (size 0, where log is undefined) and the first size reaching ``level`` it is that first size, as
+    when the first evaluated size reaches it: an uninformative empty point never lowers the answer."""
     above = np.nonzero(f >= level)[0]
     if not len(above):
         return float("nan")
     j = int(above[0])
     if j == 0:
         return float(sizes[0])
-    y0, y1 = f[j - 1], f[j]
-    t = (level - y0) / (y1 - y0) if y1 != y0 else 1.0
     if sizes[j - 1] <= 0:
-        return float(sizes[j - 1] + t * (sizes[j] - sizes[j - 1]))
-    x0, x1 = np.log(sizes[j - 1]), np.log(sizes[j])
+        return float(sizes[j])
+    x0, x1, y0, y1 = np.log(sizes[j - 1]), np.log(sizes[j]), f[j - 1], f[j]
+    t = (level - y0) / (y1 - y0) if y1 != y0 else 1.0
     return float(np.exp(x0 + t * (x1 - x0)))

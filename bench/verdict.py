@@ -118,7 +118,7 @@ def _curve(v: TaskView, method: str, seed: int) -> pd.DataFrame:
 
 
 def level_sizes(views: list[TaskView], levels=LEVELS, n_boot: int = 500) -> pd.DataFrame:
-    """Nodes needed for F ≥ level, interpolated in log(size) between evaluated sizes, ± 95% CI.
+    """Nodes needed for F ≥ level, interpolated in log(size) between evaluated sizes (``crossing_size``), ± 95% CI.
 
     Rankings use their cut circuits (grid and matched sizes); a circuits-method its own circuits.
     A seed whose curve never reaches the level counts as "not reached" (NaN) and the share of

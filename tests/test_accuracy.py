@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench.world.build import WorldConfig
 from bench.world.provenance import training_texts
 from tasks import IndirectObjectIdentification
@@ -46,9 +48,19 @@ def test_accuracy_reports_a_bad_task_file_as_one_row(tiny_world_dir, tmp_path, m
     assert "line 1: not valid JSON" in rows[0]["error"] and rows[1]["task"] == "sva" and "seen_in_training" not in rows[1]
 
 
-def test_accuracy_gives_no_counts_when_the_replay_is_not_the_recorded_stream(tiny_world_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("edit, why", [
+    (lambda st: st["model"].update(texts_sha256="0" * 64), "no longer reproduces the texts"),
+    (lambda st: st["model"].update(n_texts=st["model"]["n_texts"] + 1), "no longer reproduces the texts"),
+    (lambda st: st["sae_texts"].update(texts_sha256="0" * 64), "no longer reproduces the texts"),
+    (lambda st: st.pop("sae_texts"), "records no training-stream fingerprint"),
+    (lambda st: st.update(model="x"), "records no training-stream fingerprint"),
+    (lambda st: st["config"].update(saes=[]), "malformed config"),
+], ids=["model-sha", "model-count", "sae-sha", "no-sae-record", "model-not-a-dict", "bad-config"])
+def test_accuracy_gives_no_counts_when_world_json_cannot_say_what_was_trained_on(
+        edit, why, tiny_world_dir, tmp_path, monkeypatch):
     # a world.json whose recorded stream differs from what the code replays (the corpus code changed
-    # without a rebuild): counts would describe another world, so there are none, and the row says why
+    # without a rebuild), or that cannot be read as a record of it: counts would describe another
+    # world, so there are none, and the row says why in one line
     import shutil
 
     from bench.accuracy import run_accuracy
@@ -56,9 +68,23 @@ def test_accuracy_gives_no_counts_when_the_replay_is_not_the_recorded_stream(tin
     world = tmp_path / "world"
     shutil.copytree(tiny_world_dir, world)
     stats = json.loads((world / "world.json").read_text())
-    stats["model"]["texts_sha256"] = "0" * 64
+    edit(stats)
     (world / "world.json").write_text(json.dumps(stats))
     monkeypatch.setenv("BENCH_WORLD_DIR", str(world))
     (row,) = run_accuracy("embedded", ("sva",), None)
-    assert "seen_in_training" not in row
-    assert "no longer reproduces the texts" in row["seen_in_training_unavailable"]
+    assert "seen_in_training" not in row and "pairwise_accuracy" in row["model"]
+    msg = row["seen_in_training_unavailable"]
+    assert why in msg and "\n" not in msg, msg
+
+
+def test_a_world_json_that_is_not_json_is_one_line(tiny_world_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from bench.errors import InputError
+    from bench.loading import load_world
+
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world_dir, world)
+    (world / "world.json").write_text("{oops")
+    with pytest.raises(InputError, match=r"world\.json: not valid JSON"):
+        load_world("embedded", world_dir=world)

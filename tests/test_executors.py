@@ -138,10 +138,10 @@ def test_each_failure_kind_is_an_error_result_and_the_other_jobs_succeed(executo
     else:  # Ray reports a dead worker without its exit code or signal
         assert res["exit"].error.startswith("worker crashed (Ray WorkerCrashedError")
         assert res["segv"].error.startswith("worker crashed (Ray WorkerCrashedError")
-    # the job touches its pages one by one, so the watchdog stops it just past the limit: the peak
-    # (one decimal) is at least the limit, never below it
+    # the peak (one decimal) is past the limit, and no more than the job's 400 MB block plus 100 MB of
+    # interpreter slack (a busy watchdog may see the whole block, so "below 400" would be flaky)
     m = re.fullmatch(r"exceeded the memory limit of 200 MB \(peak (\d+\.\d) MB\)", res["mem"].error)
-    assert m and float(m.group(1)) >= MEM_LIMIT_MB, res["mem"].error
+    assert m and MEM_LIMIT_MB <= float(m.group(1)) < 500, res["mem"].error
     assert res["mem"].wall_seconds < 15  # ended by the watchdog, not after its 20 s
     assert res["slow"].error == "exceeded the cell timeout of 1 s"
     assert 1 <= res["slow"].wall_seconds < 15

@@ -75,9 +75,12 @@ def test_shipped_world_was_never_trained_on_a_benchmark_prompt():
     cfg = world_config_from_json(stats)
     keys = benchmark_prompt_keys()
     # the replay must also find what was trained on, as prompts and as prefixes (so the check can
-    # fail): every 100th of the first 3000 model texts' prompts, and their first words at each
-    # benchmark length; one replay answers both, and its fingerprint proves it is the shipped stream
+    # fail): every 100th of the first 3000 model texts and of the SAE prompts, and their first words
+    # at each benchmark length; one replay answers both, and its fingerprint proves it is the shipped stream
+    from bench.world.build import sae_texts
+
     texts = [t for _, t in zip(range(3000), training_texts(cfg))][::100]
+    texts += [(p, None) for p in sae_texts(cfg.saes)[::100]]  # the SAEs' stream is scanned too
     prompts = {prompt_key(p) for p, _ in texts}
     prefixes = {" ".join(text_words(p, a)[:n]) for p, a in texts for n in benchmark_prompt_lengths().values()
                 if n < len(text_words(p, a))}

@@ -69,5 +69,7 @@ def test_crossing_size_interpolates_in_log_size():
     assert crossing_size(sizes, np.array([0.0, 0.5, 1.0]), 0.75) == pytest.approx(math.sqrt(1000))
     assert crossing_size(sizes, np.array([0.95, 0.5, 1.0]), 0.9) == 1.0
     assert math.isnan(crossing_size(sizes, np.array([0.1, 0.2, 0.3]), 0.9))
-    # from an empty circuit (log 0 undefined): linear in size, never NaN
-    assert crossing_size(np.array([0.0, 10.0, 100.0]), np.array([0.0, 0.5, 1.0]), 0.25) == pytest.approx(5.0)
+    # from an empty circuit (log 0 undefined): the first size reaching the level, never NaN, and the
+    # same answer as without the empty point
+    assert crossing_size(np.array([0.0, 10.0, 100.0]), np.array([0.0, 0.95, 1.0]), 0.9) == 10.0
+    assert crossing_size(np.array([10.0, 100.0]), np.array([0.95, 1.0]), 0.9) == 10.0

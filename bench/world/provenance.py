@@ -1,10 +1,11 @@
 """Which prompts a built world was trained on: the model's and the SAEs' text streams, replayed.
 
 Both streams are deterministic in the world's config (``world.json``), so they can be regenerated
-exactly instead of being shipped. ``seen_in_training`` answers, for any prompts, whether each one
-was a training prompt or the start of a training text, for the model (``training_batches``) and
-for the SAEs (``sae_texts``; the variants' SAEs are trained on the same texts). The hold-out test
-and ``bench accuracy`` use it; replaying the shipped stream takes about ten seconds.
+exactly instead of being shipped. ``replay`` regenerates both in one pass: their fingerprints (to
+prove the replay is the recorded stream, ``replay_mismatch``) and, for any prompts, whether each
+one was a training prompt or the start of a training text, for the model (``training_batches``)
+and for the SAEs (``sae_texts``; the variants' SAEs are trained on the same texts). The hold-out
+test and ``bench accuracy`` use it; replaying the shipped streams takes about eight seconds.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Seen:
 
 
 def world_config_from_json(stats: dict):
-    """The ``WorldConfig`` a ``world.json`` was built with."""
+    """The ``WorldConfig`` a ``world.json`` was built with (KeyError/TypeError/AttributeError if malformed)."""
     from bench.world.build import WorldConfig
     from bench.world.train_model import ModelTrainConfig
     from bench.world.train_saes import SAETrainConfig
@@ -95,30 +96,20 @@ def replay(cfg, keys: Iterable[str] = ()) -> Replay:
                   Seen(frozenset(as_prompt), frozenset(as_prefix | as_prompt)))
 
 
-def replay_fingerprints(cfg) -> dict[str, dict]:
-    """The replayed streams' sizes and SHA-256, in the form ``world.json`` records them at build time."""
-    return replay(cfg).fingerprints
+def recorded_fingerprints(stats: dict) -> dict[str, dict]:
+    """The fingerprints a ``world.json`` recorded at build time; ValueError naming what is missing."""
+    try:
+        want = {"model": {k: stats["model"][k] for k in ("n_texts", "texts_sha256")},
+                "sae_texts": {k: stats["sae_texts"][k] for k in ("n_texts", "texts_sha256")}}
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"world.json records no training-stream fingerprint ({type(exc).__name__}: {exc}); "
+                         "rebuild it with 'python -m bench train'") from None
+    return want
 
 
 def replay_mismatch(stats: dict, fingerprints: dict[str, dict]) -> str | None:
     """Why ``fingerprints`` are not the streams the ``world.json`` ``stats`` was trained on, or None."""
-    want = {"model": {k: stats["model"].get(k) for k in ("n_texts", "texts_sha256")}, "sae_texts": stats.get("sae_texts")}
-    if fingerprints == want:
+    if fingerprints == recorded_fingerprints(stats):
         return None
     return ("world.json: the training corpus code no longer reproduces the texts this world was trained on; "
             "rebuild it with 'python -m bench train'")
-
-
-def check_replay(stats: dict) -> None:
-    """Raise if the code no longer replays the streams a ``world.json`` was trained on (the corpus
-    changed without ``bench train``): every provenance answer would then describe another world."""
-    from bench.errors import InputError
-
-    why = replay_mismatch(stats, replay_fingerprints(world_config_from_json(stats)))
-    if why:
-        raise InputError(why)
-
-
-def seen_in_training(keys: Iterable[str], cfg) -> Seen:
-    """Which of ``keys`` (``tasks.holdout.prompt_key`` forms) the world ``cfg`` was trained on."""
-    return replay(cfg, keys).seen
