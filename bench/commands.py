@@ -315,7 +315,12 @@ def _figures_and_report(results: Path, fig_dir: Path) -> None:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
+    from bench.labels import FILE
+
     results = Path(args.results)
+    if not (results / FILE).is_file():
+        log.warning("%s: missing, so the case-study figures name latents by index only; "
+                    "'python -m bench labels --results %s' computes the labels and redraws them", results / FILE, results)
     _figures_and_report(results, Path(args.out) if args.out else results / "figures")
     return 0
 
