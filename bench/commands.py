@@ -309,18 +309,17 @@ def _figures_and_report(results: Path, fig_dir: Path) -> None:
     from bench.labels import load_labels
 
     df = load_results(results)
-    written = render_all(df, fig_dir, load_labels(results))
+    labels = load_labels(results)
+    if labels is None:
+        log.warning("%s: no latent labels, so the case-study figures name latents by index only; "
+                    "'python -m bench labels --results %s' computes them and redraws", results, results)
+    written = render_all(df, fig_dir, labels)
     report = write_report(df, results, fig_dir)
     log.info("figures: %d files in %s; report: %s", len(written), fig_dir, report)
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from bench.labels import FILE
-
     results = Path(args.results)
-    if not (results / FILE).is_file():
-        log.warning("%s: missing, so the case-study figures name latents by index only; "
-                    "'python -m bench labels --results %s' computes the labels and redraws them", results / FILE, results)
     _figures_and_report(results, Path(args.out) if args.out else results / "figures")
     return 0
 

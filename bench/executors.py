@@ -278,7 +278,7 @@ def _execute(job: Job, fresh: bool, enforce_limit: bool, catch: tuple = (BaseExc
             meter.job_running = False
         wall = time.perf_counter() - t0
     if meter.exceeded:
-        rows, error = None, f"exceeded the memory limit of {job.max_memory_mb:g} MB (peak {meter.rss_peak_mb:.1f} MB)"
+        rows, error = None, memory_limit_error(job.max_memory_mb, meter.rss_peak_mb)
     elif error is None and (bad := _check_rows(rows)):
         rows, error = None, bad
     return rows, error, tb, wall, meter.peak_mb, meter.measure
@@ -292,6 +292,12 @@ def _adopt_sys_path(paths: Sequence[str]) -> None:
 
 def _driver_sys_path() -> list[str]:
     return [p or os.getcwd() for p in sys.path]
+
+
+def memory_limit_error(limit_mb: float, peak_mb: float) -> str:
+    """The one message of a job stopped for memory, whichever executor stopped it (peak to 0.1 MB,
+    so a job stopped just past the limit never reads as at it)."""
+    return f"exceeded the memory limit of {limit_mb:g} MB (peak {peak_mb:.1f} MB)"
 
 
 def _error(job_error: str, wall: float, peak_mb: float = math.nan, measure: str = "fresh_process") -> JobResult:
@@ -514,8 +520,7 @@ class ProcessExecutor:
                 except Exception:  # noqa: BLE001 - the process just ended
                     pass
                 if w.peak_rss - w.base_rss > w.job.max_memory_mb * MB:
-                    w.kill_reason = (f"exceeded the memory limit of {w.job.max_memory_mb:g} MB "
-                                     f"(peak {(w.peak_rss - w.base_rss) / MB:.1f} MB)")
+                    w.kill_reason = memory_limit_error(w.job.max_memory_mb, (w.peak_rss - w.base_rss) / MB)
             deadline = w.deadline()
             if w.kill_reason is None and deadline is not None and now > deadline:
                 w.kill_reason = f"exceeded the cell timeout of {w.job.timeout_s:g} s"
