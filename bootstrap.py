@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Set up and run, on a fresh machine with nothing but Python 3.10-3.12.
+"""Set up and run, on a fresh machine with nothing but Python 3.11-3.12.
 
     python3 bootstrap.py bench [ARGS]   create .venv, install, run `python -m bench all [ARGS]`
     python3 bootstrap.py test  [ARGS]   create .venv, install, run `python -m pytest [ARGS]`
@@ -40,8 +40,8 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("bench", "test"):
         print(__doc__.strip())
         return 2
-    if sys.version_info < (3, 10):  # noqa: UP036 - bootstrap may be run by an older python3
-        print("error: Python 3.10 or newer is needed", file=sys.stderr)
+    if sys.version_info < (3, 11):  # noqa: UP036 - bootstrap may be run by an older python3
+        print("error: Python 3.11 or newer is needed (tomllib)", file=sys.stderr)
         return 2
     ensure_env()
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "WANDB_MODE": "disabled"}

@@ -22,9 +22,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from bench.ablation import Replacement
 from bench.data import TaskData, logit_diff
-from bench.spliced import Prefix, SplicedModel
+from bench.model.ablation import Replacement
+from bench.model.spliced import Prefix, SplicedModel
 
 
 @dataclass
@@ -71,7 +71,7 @@ class MethodContext:
         ``data`` is a slice of the train split beginning at prompt ``start`` (for per-prompt
         replacements). Gradients flow to the masks.
         """
-        from bench.masked import masked_logit_diff
+        from bench.model.masked import masked_logit_diff
 
         return masked_logit_diff(self.spliced, data, masks, self.replacement, start)
 

@@ -28,26 +28,12 @@ from bench.errors import UsageError, did_you_mean
 log = logging.getLogger(__name__)
 
 DIST = "sae-circuit-bench"
-GROUPS = {"method": "sae_circuit_bench.methods", "task": "sae_circuit_bench.tasks"}
+GROUPS = {"method": "sae_circuit_bench.methods", "task": "sae_circuit_bench.tasks",
+          "executor": "sae_circuit_bench.executors"}
 
-# The built-ins, used when the suite runs from a source tree that was never pip-installed
-# (entry points then do not exist). Same names and targets as pyproject.toml.
-BUILTINS = {
-    "method": {
-        "binary_mask": "methods.binary_mask:BinaryMask",
-        "attribution_patching": "methods.attribution_patching:AttributionPatching",
-        "integrated_gradients": "methods.integrated_gradients:IntegratedGradients",
-        "activation_patching": "methods.activation_patching:ActivationPatching",
-        "activation_magnitude": "methods.activation_magnitude:ActivationMagnitude",
-        "random": "methods.random_ranking:Random",
-    },
-    "task": {
-        "dict_keyerror": "tasks.dict_keyerror:DictKeyError",
-        "list_indexerror": "tasks.list_indexerror:ListIndexError",
-        "sva": "tasks.sva:SubjectVerbAgreement",
-        "ioi": "tasks.ioi:IndirectObjectIdentification",
-    },
-}
+# Where the built-ins are listed: pyproject.toml's entry points (the one list). An installed suite
+# reads them from its metadata; a source tree that was never pip-installed reads the file itself.
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 @dataclass(frozen=True)
@@ -69,20 +55,33 @@ def plugins_enabled() -> bool:
     return os.environ.get("BENCH_NO_PLUGINS", "") not in ("1", "true", "yes")
 
 
+def _builtins_from_source(group: str) -> dict[str, str]:
+    """The suite's own entry points of ``group``, read from pyproject.toml (source tree, not installed)."""
+    import tomllib
+
+    try:
+        project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    except (OSError, KeyError, ValueError):
+        return {}
+    return dict(project.get("entry-points", {}).get(group, {}))
+
+
 def entries(kind: str) -> dict[str, Entry]:
-    """Every registered ``kind`` ('method' or 'task'), without importing any of them."""
+    """Every registered ``kind`` ('method', 'task' or 'executor'), without importing any of them.
+    The suite's own come first; a plugin cannot take one of their names."""
     from bench import __version__
 
-    found: dict[str, Entry] = {
-        n: Entry(kind, n, t, DIST, __version__) for n, t in BUILTINS[kind].items()
-    }
-    for ep in entry_points(group=GROUPS[kind]):
+    group = GROUPS[kind]
+    installed = list(entry_points(group=group))
+    own = {ep.name: ep.value for ep in installed if ep.dist is not None and ep.dist.metadata["Name"] == DIST}
+    if not own:
+        own = _builtins_from_source(group)
+    found: dict[str, Entry] = {n: Entry(kind, n, t, DIST, __version__) for n, t in own.items()}
+    for ep in installed:
         dist = ep.dist.metadata["Name"] if ep.dist else "?"
         version = ep.dist.version if ep.dist else "?"
-        if dist != DIST and not plugins_enabled():
+        if dist == DIST or not plugins_enabled():
             continue
-        if dist == DIST:
-            continue  # the built-ins above, same targets
         if ep.name in found:
             log.warning("%s %r from %s ignored: the name is taken by %s", kind, ep.name, dist, found[ep.name].package)
             continue

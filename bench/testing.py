@@ -27,8 +27,8 @@ from collections.abc import Callable
 
 import torch
 
-from bench.harness import validate_output
 from bench.api import CircuitSet, Method, Scores
+from bench.run.cell import validate_output
 
 BUDGET_SECONDS = 60.0
 
@@ -101,7 +101,7 @@ def check_model_unchanged_after_exception(method: Method) -> None:
     through the method's passes) must surface as an exception and leave no hook and no changed
     weight. Every path into the spliced model (full runs, runs from a site, captures) goes through
     ``SplicedModel.substitute``; a first, clean run counts the passes so the failure lands mid-run."""
-    from bench.spliced import SplicedModel
+    from bench.model.spliced import SplicedModel
 
     toy, ctx = _ctx("multisite")
     before = _state_hash(toy.spliced)

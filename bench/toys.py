@@ -60,7 +60,7 @@ def _data(clean_last: int, patch_last: int, n: int, seed: int, a: int = 1, b: in
 
 
 def linear_toy(seed: int = 0):
-    from bench.spliced import SplicedModel
+    from bench.model.spliced import SplicedModel
 
     model = _model(2, seed)
     site = "blocks.1.hook_resid_post"
@@ -69,7 +69,7 @@ def linear_toy(seed: int = 0):
 
 
 def planted_toy(seed: int = 0):
-    from bench.spliced import SplicedModel
+    from bench.model.spliced import SplicedModel
 
     model = _model(1, seed)
     site = "blocks.0.hook_resid_post"
@@ -96,7 +96,7 @@ def multisite_toy(seed: int = 0):
     """Two SAEs (after layers 0 and 2 of a 3-layer model): multi-site bugs (an edit applied at the
     wrong site, a downstream SAE skipped, a per-site shape mix-up) show up here and not on the
     single-site toys."""
-    from bench.spliced import SplicedModel
+    from bench.model.spliced import SplicedModel
 
     model = _model(3, seed)
     sites = ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"]
@@ -106,8 +106,8 @@ def multisite_toy(seed: int = 0):
 
 def context_for(toy: Toy, ablation: str = "mean"):
     """The MethodContext the harness would build for a toy."""
-    from bench.ablation import candidates, make_replacement
     from bench.api import MethodContext
+    from bench.model.ablation import candidates, make_replacement
 
     repl = make_replacement(ablation, toy.spliced, toy.data, toy.data)
     cands = candidates(toy.spliced.latents(toy.data.clean), repl)

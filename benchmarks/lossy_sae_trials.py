@@ -13,8 +13,8 @@ when trained for 3,000.)
 Each line names the world it was measured on (the first 12 hex digits of the SHA-256 of the
 model's training texts, from ``world.json``): trials on an earlier world say nothing about this one.
 
-The lossy variant (bench/world/variants.py) uses the size that came closest, trained for the
-shipped 3,000 steps; its own numbers are in ``bench/world/embedded/variants.json``.
+The lossy variant (bench/model/world/variants.py) uses the size that came closest, trained for the
+shipped 3,000 steps; its own numbers are in ``bench/model/world/embedded/variants.json``.
 """
 
 import argparse
@@ -22,10 +22,10 @@ import json
 import logging
 from pathlib import Path
 
-from bench.world.artifacts import load_model
-from bench.world.build import sae_texts, world_quality
-from bench.world.tokenizer import load_tokenizer
-from bench.world.train_saes import SAETrainConfig, train_saes
+from bench.model.world.artifacts import load_model
+from bench.model.world.build import sae_texts, world_quality
+from bench.model.world.tokenizer import load_tokenizer
+from bench.model.world.train_saes import SAETrainConfig, train_saes
 
 SIZES = [(128, 4), (128, 3), (128, 2), (64, 4), (64, 3), (256, 2)]  # (d_sae, k)
 

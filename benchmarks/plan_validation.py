@@ -1,8 +1,8 @@
 """Check ``bench plan``'s memory predictions against measured peaks of the real methods (CPU).
 
-For each model size (random weights, TransformerLens + SAELens, built by ``bench.plan.build_meta``
+For each model size (random weights, TransformerLens + SAELens, built by ``bench.plan.estimate.build_meta``
 with ``device="cpu"``) and each method, a FRESH Python process builds the model, the SAEs and a task
-context (``bench.plan.make_context``: replacement means and candidates, as the harness makes them),
+context (``bench.plan.estimate.make_context``: replacement means and candidates, as the harness makes them),
 runs the method once at tiny size to warm lazy initialisation up (thread pools, oneDNN kernels,
 captum's import), then measures one real run of the method (its own ``discover``, or the evaluator's
 stacked forward) and reports the peak resident memory *above* the level just before that run:
@@ -16,7 +16,7 @@ stacked forward) and reports the peak resident memory *above* the level just bef
 * one intra-op thread (``OMP_NUM_THREADS=1``): the machine's cores are shared, and per-thread
   scratch buffers would otherwise vary with the thread count.
 
-The prediction is ``bench.plan``'s working memory for the same architecture and settings (the plan
+The prediction is ``bench.plan.estimate``'s working memory for the same architecture and settings (the plan
 runs the same code on the meta device). ``ratio = predicted / measured``; the acceptance is every
 ratio within 25 % (0.75..1.25). Run: ``python benchmarks/plan_validation.py`` (about 10 minutes on
 two shared cores); it rewrites ``benchmarks/plan_validation.json``, which ``tests/test_plan.py`` reads.
@@ -66,7 +66,7 @@ TOLERANCE = 0.25
 
 
 def arch_of(size: str):
-    from bench.plan import Arch, _from_table
+    from bench.plan.arch import Arch, _from_table
 
     spec = dict(SIZES[size])
     sites, hook = spec.pop("sites"), spec.pop("hook", "resid_post")
@@ -77,7 +77,7 @@ def arch_of(size: str):
 
 
 def settings_of(size: str):
-    from bench.plan import Settings
+    from bench.plan.estimate import Settings
 
     opts = {m: dict(o) for m, o in OPTIONS.items()}
     for m, o in SIZE_OPTIONS.get(size, {}).items():
@@ -102,8 +102,8 @@ def _real_run(sp, st, name: str, small: bool = False):
     """One real run of ``name`` (``small``: a warm-up at tiny size)."""
     import torch
 
-    from bench.evaluate import Evaluator, SplitData
-    from bench.plan import make_context, method_instance
+    from bench.eval.evaluate import Evaluator, SplitData
+    from bench.plan.estimate import make_context, method_instance
 
     if name == "evaluator":
         n = 2 if small else st.n_test
@@ -143,7 +143,8 @@ def child(size: str, name: str) -> dict:
 
     import torch
 
-    from bench.plan import build_meta, make_context
+    from bench.plan.arch import build_meta
+    from bench.plan.estimate import make_context
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -157,7 +158,7 @@ def child(size: str, name: str) -> dict:
     if n is not None:
         make_context(sp, st, n)
     if name in ("attribution_patching", "integrated_gradients"):
-        from bench.plan import method_instance
+        from bench.plan.estimate import method_instance
 
         make_context(sp, st, 2 * method_instance(name, st.method_options.get(name, {})).config.batch_size)
     gc.collect()
@@ -175,7 +176,8 @@ def child(size: str, name: str) -> dict:
 
 def predict(size: str) -> dict[str, dict]:
     """The plan's working memory per method for ``size`` (meta device)."""
-    from bench.plan import build_meta, plan_evaluator, plan_method, static_bytes
+    from bench.plan.arch import build_meta, static_bytes
+    from bench.plan.estimate import plan_evaluator, plan_method
 
     st = settings_of(size)
     sp = build_meta(arch_of(size), "float32", "drop")

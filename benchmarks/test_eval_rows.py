@@ -12,8 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.harness import RunConfig, load_task, setup_task
-from bench.sizes import top_k_circuit
+from bench.eval.sizes import top_k_circuit
+from bench.run.config import RunConfig
+from bench.run.setup import load_task, setup_task
 
 CFG = RunConfig(n_train=128, n_test=128)
 SIZES = [1, 3, 10, 30, 100, 300, 1000, 3000]
@@ -21,7 +22,7 @@ SIZES = [1, 3, 10, 30, 100, 300, 1000, 3000]
 
 @pytest.fixture(scope="module")
 def setup():
-    from bench.loading import load_world
+    from bench.model.loading import load_world
 
     return setup_task(load_task("dict_keyerror"), load_world("embedded"), CFG, seed=0)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.harness import RunConfig, load_task, setup_task
+from bench.run.config import RunConfig
+from bench.run.setup import load_task, setup_task
 from methods.binary_mask import BinaryMask
 
 TASK = "sva"
@@ -22,7 +23,7 @@ _circuits: dict[str, list] = {}
 
 @pytest.fixture(scope="module")
 def setup():
-    from bench.loading import load_world
+    from bench.model.loading import load_world
 
     return setup_task(load_task(TASK), load_world("embedded"), CFG, 0)
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from bench.harness import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig, build_method, load_task, setup_task
+from bench.run.config import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig
+from bench.run.setup import build_method, load_task, setup_task
 
 CFG = RunConfig(n_train=32, n_test=32)
 
 
 @pytest.fixture(scope="session")
 def world():
-    from bench.loading import load_world
+    from bench.model.loading import load_world
 
     return load_world("embedded")
 

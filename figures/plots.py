@@ -2,7 +2,7 @@
 
 Every figure names the faithfulness form it plots: the headline form
 F = (m(C) − m(∅)) / (m(M+SAE) − m(∅)) on the held-out test split, unless its axis says otherwise.
-Bands are 95% bootstrap intervals over test prompts and seeds (:mod:`bench.stats`).
+Bands are 95% bootstrap intervals over test prompts and seeds (:mod:`bench.eval.stats`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import tables, verdict
+from bench.eval import tables, verdict
 from figures import style
 
 F_LABEL = "F on test, normalised by M+SAE"
@@ -279,7 +279,7 @@ def cost(df: pd.DataFrame, out: Path) -> list[Path]:
                ("backward_prompts", "backward passes (prompts)"), ("peak_memory_mb", "peak memory above start (MiB)")]
     metrics = [m for m in metrics if m[0] in co]
     measures = sorted(set(df.loc[df.metric == "peak_memory_mb", "text"].dropna()) - {""})
-    if measures:  # what the memory bars measure (bench.costs): e.g. cpu_heap_allocated, cuda_allocated
+    if measures:  # what the memory bars measure (bench.run.costs): e.g. cpu_heap_allocated, cuda_allocated
         metrics = [(m, f"{y}\n[{', '.join(measures)}]" if m == "peak_memory_mb" else y) for m, y in metrics]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.4), squeeze=False)
     width = 0.8 / max(1, len(methods))
@@ -311,7 +311,7 @@ def case_study(df: pd.DataFrame, out: Path, labels: pd.DataFrame | None = None) 
     circ, ref = tables.circuits(df), tables.references(df)
     d = tables.ok_rows(df)
     nodes_all = d[d.metric == "circuit_node"]
-    # bench.labels: each latent's top-activating token, when the run wrote them
+    # bench.run.labels: each latent's top-activating token, when the run wrote them
     names = {} if labels is None else {(r.site, int(r.latent)): r.label for r in labels.itertuples()}
     y_note = ("y: index · its top-activating token over the world's text (share of its top 20) → the token its decoder "
               "direction promotes" if names else "y")

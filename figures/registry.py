@@ -30,7 +30,7 @@ FIGURES: dict[str, Callable[[pd.DataFrame, Path], list[Path]]] = {
 
 
 def render_all(df: pd.DataFrame, out_dir: str | Path, labels: pd.DataFrame | None = None) -> list[Path]:
-    """Every figure; ``labels`` (bench.labels, when the run wrote them) go to the figures that take them."""
+    """Every figure; ``labels`` (bench.run.labels, when the run wrote them) go to the figures that take them."""
     import inspect
 
     out_dir = Path(out_dir)

@@ -24,7 +24,7 @@ import torch
 
 from bench.api import Method, MethodConfig, MethodContext, Scores
 from bench.data import logit_diff
-from bench.masked import one_node_per_row_edit
+from bench.model.masked import one_node_per_row_edit
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.api import Circuit, CircuitSet, Method, MethodConfig, MethodContext
-from bench.masked import run_group_masked
+from bench.model.masked import run_group_masked
 
 SWEEPS = ("batched", "sequential")
 # Trace of each mask, one value per logged step: the step (updates done), the temperature, the task-loss

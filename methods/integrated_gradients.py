@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.data import logit_diff
-from bench.masked import run_masked
 from bench.api import Method, MethodConfig, MethodContext, Prefix, Scores
+from bench.data import logit_diff
+from bench.model.masked import run_masked
 
 PATHS = ("per_sae", "joint")
 RULES = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")

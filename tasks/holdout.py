@@ -8,7 +8,7 @@ asks about, so the two must be kept apart by construction, for every seed at onc
   (``is_held_out``); the hash is fixed, so the split does not depend on any seed;
 - the built-in task generators keep only records whose clean *and* patch prompts are held out
   (``GeneratedTask.holdout``);
-- the world's training sampler (``bench.world.corpus``) rejects any text whose prefix, cut at the
+- the world's training sampler (``bench.model.world.corpus``) rejects any text whose prefix, cut at the
   benchmark prompt length of its task family, is held out, so no benchmark prompt is ever a
   prompt *or a prefix* of a training text (a within-clause SVA text ``The S that the N V ...``
   starts with a relative-clause SVA prompt, which is why prefixes are checked, not prompts alone).
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 
-from bench.world.tokenizer import pretokenize
+from bench.model.world.tokenizer import pretokenize
 
 SALT = b"sae-circuit-bench/holdout/v1\0"
 

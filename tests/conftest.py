@@ -19,7 +19,7 @@ from bench.toys import linear_toy, planted_toy  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_world_dir(tmp_path_factory):
     """A tiny world trained by the real `bench train` code path (about 5 s)."""
-    from bench.world.build import WorldConfig, build_world
+    from bench.model.world.build import WorldConfig, build_world
 
     out = tmp_path_factory.mktemp("world") / "tiny"
     build_world(WorldConfig.tiny(), out)
@@ -28,7 +28,7 @@ def tiny_world_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_world(tiny_world_dir):
-    from bench.loading import load_world
+    from bench.model.loading import load_world
 
     return load_world("embedded", world_dir=tiny_world_dir)
 
@@ -36,7 +36,7 @@ def tiny_world(tiny_world_dir):
 @pytest.fixture(scope="session")
 def embedded_world():
     """The shipped embedded world (6 MB of safetensors in the repo)."""
-    from bench.loading import load_world
+    from bench.model.loading import load_world
 
     return load_world("embedded")
 

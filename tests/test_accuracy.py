@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from bench.world.build import WorldConfig
-from bench.world.provenance import training_texts
+from bench.model.world.build import WorldConfig
+from bench.model.world.provenance import training_texts
 from tasks import IndirectObjectIdentification
 from tasks.base import record
 from tasks.ioi import TEMPLATES
 
 
 def test_accuracy_counts_exactly_the_prompts_the_world_was_trained_on(tiny_world_dir, tmp_path, monkeypatch):
-    from bench.accuracy import run_accuracy
+    from bench.studies.accuracy import run_accuracy
 
     monkeypatch.setenv("BENCH_WORLD_DIR", str(tiny_world_dir))
     # IOI prompts of the benchmark's templates that the tiny world's model really was trained on
@@ -39,7 +39,7 @@ def test_accuracy_counts_exactly_the_prompts_the_world_was_trained_on(tiny_world
 
 
 def test_accuracy_reports_a_bad_task_file_as_one_row(tiny_world_dir, tmp_path, monkeypatch):
-    from bench.accuracy import run_accuracy
+    from bench.studies.accuracy import run_accuracy
 
     monkeypatch.setenv("BENCH_WORLD_DIR", str(tiny_world_dir))
     bad = tmp_path / "bad.jsonl"
@@ -63,7 +63,7 @@ def test_accuracy_gives_no_counts_when_world_json_cannot_say_what_was_trained_on
     # world, so there are none, and the row says why in one line
     import shutil
 
-    from bench.accuracy import run_accuracy
+    from bench.studies.accuracy import run_accuracy
 
     world = tmp_path / "world"
     shutil.copytree(tiny_world_dir, world)
@@ -81,7 +81,7 @@ def test_a_world_json_that_is_not_json_is_one_line(tiny_world_dir, tmp_path, mon
     import shutil
 
     from bench.errors import InputError
-    from bench.loading import load_world
+    from bench.model.loading import load_world
 
     world = tmp_path / "world"
     shutil.copytree(tiny_world_dir, world)

@@ -6,7 +6,7 @@ import re
 
 import torch
 
-from bench.adversarial import FAMILIES, adversarial_prompts, family_scores, paired_excess
+from bench.studies.adversarial import FAMILIES, adversarial_prompts, family_scores, paired_excess
 from tasks.holdout import is_held_out
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench.data import TaskData
-from bench.spliced import SplicedModel
+from bench.model.spliced import SplicedModel
 
 
 def _gemma2_like():
@@ -73,8 +73,8 @@ def _toy_data(n=8, pos=12):
 
 
 def _context(sp, data, ablation="mean"):
-    from bench.ablation import candidates, make_replacement
     from bench.api import MethodContext
+    from bench.model.ablation import candidates, make_replacement
 
     repl = make_replacement(ablation, sp, data, data)
     return MethodContext(sp, data, repl, candidates(sp.latents(data.clean), repl))
@@ -90,7 +90,7 @@ def test_preset_architectures_splice_and_run_methods(build):
     # keep policy: the spliced model is the plain model up to fp32 rounding
     assert torch.allclose(sp.run(data.clean), sp.run_plain(data.clean), atol=1e-4)
     ctx = _context(sp.with_policy("drop"), data)
-    names = list(registry.BUILTINS["method"])
+    names = [n for n, e in registry.entries("method").items() if e.builtin]
     assert "activation_patching" in names
     for name in names:
         cls = registry.load("method", name)

@@ -33,7 +33,7 @@ def tiny_ioi(tiny_world):
 
 
 def _ctx(tiny_ioi, ablation: str = "mean") -> MethodContext:
-    from bench.ablation import candidates, make_replacement
+    from bench.model.ablation import candidates, make_replacement
 
     sp, train = tiny_ioi
     repl = make_replacement(ablation, sp, train, train)
@@ -110,7 +110,7 @@ def test_trace_and_scores(tiny_ioi):
     with torch.no_grad():
         ref = ctx.metric(ctx.spliced.run(batch.clean), batch)
         repl = ctx.replacement.index(idx)
-        from bench.spliced import mask_edit
+        from bench.model.spliced import mask_edit
 
         ld = ctx.metric(ctx.spliced.run(batch.clean, {s: mask_edit(c.masks[s], repl[s]) for s in ctx.sites}), batch)
     assert tr["task_loss_binarised"][-1] == pytest.approx(abs(ref.mean() - ld.mean()).item(), abs=1e-4)

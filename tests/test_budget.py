@@ -1,4 +1,4 @@
-"""Memory by plan (bench.budget): batch-like options fitted to a memory budget, checked by bench.plan's own
+"""Memory by plan (bench.plan.budget): batch-like options fitted to a memory budget, checked by bench.plan.estimate's own
 whole-method simulations; user options kept; an impossible budget is one line; Gemma-2-9B fits 80 GiB."""
 
 from __future__ import annotations
@@ -8,14 +8,14 @@ import logging
 
 import pytest
 
-from bench import budget as B
 from bench.errors import UsageError
-from bench.plan import GIB, GPU_FRAGMENTATION, GPU_RESERVE_GIB
+from bench.plan import budget as B
+from bench.plan.estimate import GIB, GPU_FRAGMENTATION, GPU_RESERVE_GIB
 
 # A small random-weight Gemma-2-like preset: architecture only (bench plan reads the arch table; nothing loads).
 TINY = """
 [tiny-gemma]
-description = "a small Gemma-2-like model for bench.budget tests (architecture only)"
+description = "a small Gemma-2-like model for bench.plan.budget tests (architecture only)"
 model = "tiny-gemma-budget-test"
 sae_release = "none"
 sae_ids = ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
@@ -49,7 +49,7 @@ def tiny(tmp_path_factory):
 
 
 def _cfg(preset, **kw):
-    from bench.harness import RunConfig
+    from bench.run.config import RunConfig
 
     return RunConfig(preset=preset, n_train=N, n_test=N, tasks=("sva",), seeds=(0,), **kw)
 
@@ -60,10 +60,10 @@ def _budget_for(fitter, working_bytes: float) -> float:
 
 
 def _whole_run_working(fitter, name: str, options: dict, max_rows: int) -> int:
-    """bench.plan's own simulation of the whole method (every batch, chunk and step) or of the evaluator."""
+    """bench.plan.estimate's own simulation of the whole method (every batch, chunk and step) or of the evaluator."""
     import dataclasses
 
-    from bench.plan import _sim_one, method_instance, plan_evaluator
+    from bench.plan.estimate import _sim_one, method_instance, plan_evaluator
 
     sp, st = fitter.sp, fitter.settings
     if name == B.EVALUATOR:
@@ -74,7 +74,7 @@ def _whole_run_working(fitter, name: str, options: dict, max_rows: int) -> int:
 
 def test_the_one_chunk_simulation_equals_the_whole_run(tiny):
     """The fit simulates one chunk (batch, lambda group, captum internal batches) per rung: the same peak as
-    bench.plan's simulation of the whole method."""
+    bench.plan.estimate's simulation of the whole method."""
     f = B.fitter(tiny, _cfg(tiny))
     cases = [("integrated_gradients", {"batch_size": 16, "internal_batch_size": 48}),
              ("integrated_gradients", {"batch_size": 3, "internal_batch_size": 3}), ("integrated_gradients", {}),
@@ -96,7 +96,7 @@ def test_fitted_options_fit_the_budget_where_the_defaults_do_not(tiny):
     over = []
     for name, mf in result.methods.items():
         opts = mf.options
-        # the default, and the fitted options, each simulated as a whole run by bench.plan's code path
+        # the default, and the fitted options, each simulated as a whole run by bench.plan.estimate's code path
         default = _whole_run_working(f, name, {}, 1024)
         chosen = _whole_run_working(f, name, opts, opts.get("max_rows", 1024) if name == B.EVALUATOR else 1024)
         assert fits(f.static_total + resident + chosen, budget), (name, opts, chosen)
@@ -113,7 +113,7 @@ def test_fitted_options_fit_the_budget_where_the_defaults_do_not(tiny):
 
 
 def test_a_fitting_budget_keeps_every_default(tiny):
-    from bench.harness import build_method
+    from bench.run.setup import build_method
 
     cfg = _cfg(tiny)
     result = B.fit(tiny, cfg, 100.0)
@@ -148,7 +148,7 @@ def test_user_options_are_never_overridden(tiny):
 
 
 def test_an_impossible_budget_is_one_line_with_exit_2(tiny, tmp_path, capsys):
-    from bench.cli import main
+    from bench.cli.main import main
 
     cfg = _cfg(tiny, method_options={"binary_mask": {"batch_size": 16}})
     f = B.fitter(tiny, cfg)
@@ -170,8 +170,8 @@ def test_an_impossible_budget_is_one_line_with_exit_2(tiny, tmp_path, capsys):
 def test_the_run_budget_comes_from_the_flag_or_cuda_and_is_absent_on_cpu(tiny, monkeypatch, caplog):
     import torch
 
-    from bench.cli import build_parser
-    from bench.commands import _config
+    from bench.cli.main import build_parser
+    from bench.cli.run import _config
 
     def ns(*extra):
         return build_parser().parse_args(["run", "--preset", tiny, "--methods", "attribution_patching,binary_mask",
@@ -204,7 +204,7 @@ def test_the_run_budget_comes_from_the_flag_or_cuda_and_is_absent_on_cpu(tiny, m
 @pytest.mark.parametrize("dtype", ["float32"])
 def test_gemma_2_9b_fits_80_gib(dtype):
     """The paper's setting: every method's fitted peak is within 80 GiB less the margin; the defaults were not."""
-    from bench.harness import RunConfig
+    from bench.run.config import RunConfig
 
     cfg = RunConfig(preset="gemma-2-9b")
     result = B.fit("gemma-2-9b", cfg, 80.0, dtype=dtype, setups=12)

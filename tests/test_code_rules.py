@@ -3,8 +3,8 @@
 * ``bench/`` never imports the ``methods`` package: the registry loads methods by name, and the
   harness consumes only ``bench.api`` types. (``tasks`` is imported by the task interface and by
   the world builder, which trains the embedded model on the task generators.)
-* Masks become latent edits in one place: ``mask_edit`` is called only by ``bench.masked``.
-* TransformerLens hooks are touched only by ``bench/spliced.py`` (and the world builder, which
+* Masks become latent edits in one place: ``mask_edit`` is called only by ``bench.model.masked``.
+* TransformerLens hooks are touched only by ``bench/model/spliced.py`` (and the world builder, which
   trains the model): methods never see a hook.
 """
 
@@ -41,7 +41,7 @@ def test_bench_does_not_import_the_methods_package():
 def test_mask_edits_are_built_in_one_place():
     users = [str(p.relative_to(ROOT)) for p in [*_py("bench"), *_py("methods")]
              if "mask_edit(" in p.read_text() and p.name not in ("spliced.py",)]
-    assert users == ["bench/masked.py"], users
+    assert users == ["bench/model/masked.py"], users
     # and no method builds a latent edit of its own (selection or interpolation of latents)
     own = [str(p.relative_to(ROOT)) for p in _py("methods") if "def edit(" in p.read_text() or "torch.where(" in p.read_text()]
     assert own == [], own
@@ -51,4 +51,4 @@ def test_only_the_spliced_model_touches_hooks():
     needles = ("hook_dict", ".hooks(", "add_hook", "run_with_hooks")
     users = [str(p.relative_to(ROOT)) for p in [*_py("bench"), *_py("methods")]
              if any(n in p.read_text() for n in needles) and "world" not in p.parts]
-    assert sorted(users) == ["bench/spliced.py"], users
+    assert sorted(users) == ["bench/model/spliced.py"], users

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from bench.api import Method, MethodConfig, Scores
 from bench.testing import CHECKS, ContractError, parametrize_with_checks, run_checks
 from methods.activation_patching import ActivationPatching
 from methods.attribution_patching import AttributionPatching
-from bench.api import Method, MethodConfig, Scores
 from methods.binary_mask import BinaryMask
 from methods.integrated_gradients import IntegratedGradients
 

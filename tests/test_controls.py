@@ -1,4 +1,4 @@
-"""The answer controls (bench.controls), the world variants (bench.world.variants) and the control
+"""The answer controls (bench.run.controls), the world variants (bench.model.world.variants) and the control
 command: each checked against an independent recomputation or a hand-checkable property."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import shutil
 import pytest
 import torch
 
-from bench.controls import apply_answers, orient_answers, shuffle_answers
 from bench.data import logit_diff, tokenize_records
+from bench.run.controls import apply_answers, orient_answers, shuffle_answers
 from tasks import SubjectVerbAgreement
 
 
@@ -20,7 +20,7 @@ def _sva(world, n=24):
 
 @pytest.mark.parametrize("task_name", ["ioi", "dict_keyerror", "sva"])
 def test_shuffled_answers_carry_no_mechanism_of_the_prompt(tiny_world, task_name):
-    from bench.harness import load_task
+    from bench.run.setup import load_task
 
     data = tokenize_records(load_task(task_name).records(60, 0), tiny_world.tokenizer, task_name, "1", task_name)
     out = shuffle_answers(data, seed=3)
@@ -46,7 +46,7 @@ def test_shuffled_answers_carry_no_mechanism_of_the_prompt(tiny_world, task_name
 def test_train_and_test_are_shuffled_differently(tiny_world):
     data = _sva(tiny_world, 40)
     tr, te = data.subset(list(range(40)), "train"), data.subset(list(range(40)), "test")
-    from bench.ablation import make_replacement
+    from bench.model.ablation import make_replacement
 
     repl = make_replacement("mean", tiny_world.spliced, tr, tr)
     a = apply_answers("shuffled", tr, tiny_world.spliced, 0, repl)
@@ -56,7 +56,7 @@ def test_train_and_test_are_shuffled_differently(tiny_world):
 
 
 def test_orientation_makes_every_prompts_latent_carried_preference_positive(tiny_world):
-    from bench.ablation import make_replacement
+    from bench.model.ablation import make_replacement
 
     spliced = tiny_world.spliced
     data = shuffle_answers(_sva(tiny_world, 40), seed=1)  # borrowed answers: both signs occur
@@ -98,7 +98,7 @@ def test_task_answers_are_untouched(tiny_world):
 
 @pytest.fixture(scope="module")
 def variant_world(tiny_world_dir, tmp_path_factory):
-    from bench.world.variants import VariantConfig, build_variant
+    from bench.model.world.variants import VariantConfig, build_variant
 
     root = tmp_path_factory.mktemp("variants") / "w"
     shutil.copytree(tiny_world_dir, root)
@@ -109,7 +109,7 @@ def variant_world(tiny_world_dir, tmp_path_factory):
 
 
 def test_basis_dictionary_reconstructs_exactly(variant_world):
-    from bench.loading import load_world
+    from bench.model.loading import load_world
 
     basis = load_world("embedded-basis", world_dir=variant_world)
     spliced = basis.spliced
@@ -125,7 +125,7 @@ def test_basis_dictionary_reconstructs_exactly(variant_world):
 
 
 def test_variants_load_with_their_own_files_and_fingerprints(variant_world):
-    from bench.loading import load_world
+    from bench.model.loading import load_world
 
     real = load_world("embedded", world_dir=variant_world)
     lossy = load_world("embedded-lossy", world_dir=variant_world)
@@ -140,7 +140,7 @@ def test_variants_load_with_their_own_files_and_fingerprints(variant_world):
 
 
 def test_a_missing_variant_is_one_clear_line(tiny_world_dir, capsys):
-    from bench.cli import main
+    from bench.cli.main import main
 
     code = main(["run", "--methods", "random", "--tasks", "sva", "--preset", "embedded-lossy", "--world",
                  str(tiny_world_dir), "--out", str(tiny_world_dir.parent / "x"), "--quick", "--no-progress"])
@@ -151,7 +151,7 @@ def test_a_missing_variant_is_one_clear_line(tiny_world_dir, capsys):
 def test_control_command_writes_the_controls_table(variant_world, tmp_path):
     import pandas as pd
 
-    from bench.cli import main
+    from bench.cli.main import main
 
     out = tmp_path / "r"
     common = ["--world", str(variant_world), "--quick", "--no-progress", "--n-train", "12", "--n-test", "12",
@@ -174,8 +174,8 @@ def test_control_command_writes_the_controls_table(variant_world, tmp_path):
     cmp = pd.read_csv(out / "summary_controls.csv")
     assert set(cmp.control) == {"shuffled", "random", "basis"} and set(cmp.method) >= {"attribution_patching"}
     # the control column is the control run's own F, not the real run's again
-    from bench import verdict
-    from bench.results import load_results
+    from bench.eval import verdict
+    from bench.run.results import load_results
 
     for name in ("shuffled", "random"):
         own = verdict.build(load_results(out / "controls" / name))["matched"]
@@ -202,7 +202,7 @@ def _matched(F, lo, hi, k, method="m", target=30):
 def test_control_flag_rule(real, ctl, flag):
     import pandas as pd
 
-    from bench.control_report import compare, flags_for_pairwise
+    from bench.report.controls import compare, flags_for_pairwise
 
     empty_ref = pd.DataFrame()
     cmp, _ = compare({"matched": _matched(*real), "references": empty_ref},
@@ -212,7 +212,8 @@ def test_control_flag_rule(real, ctl, flag):
 
 
 def test_mean_policy_setups_keep_their_own_error_means(tiny_world):
-    from bench.harness import RunConfig, load_task, setup_task
+    from bench.run.config import RunConfig
+    from bench.run.setup import load_task, setup_task
 
     cfg = RunConfig(error_policy="mean", n_train=8, n_test=8)
     a = setup_task(load_task("sva"), tiny_world, cfg, 0)

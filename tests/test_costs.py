@@ -12,9 +12,9 @@ import time
 import pytest
 import torch
 
-from bench import heap
-from bench.costs import CostMeter
-from bench.spliced import PassCounter
+from bench.model.spliced import PassCounter
+from bench.run import heap
+from bench.run.costs import CostMeter
 
 
 def _work() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.cli import main
+from bench.cli.main import main
 
 OOV = {"clean_prefix": "Then, Zyxwv and Laura had a lot of fun at the restaurant. Zyxwv gave a snack to",
        "patch_prefix": "Then, Qwerty and Laura had a lot of fun at the restaurant. Qwerty gave a snack to",

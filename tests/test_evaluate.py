@@ -13,11 +13,11 @@ import re
 import pytest
 import torch
 
-from bench.ablation import candidates, make_replacement
 from bench.api import Circuit, CircuitSet, Scores
-from bench.evaluate import HEADLINE, Evaluator, SplitData
-from bench.masked import masked_logit_diff
-from bench.sizes import n_nodes, nearest_sizes, restrict, size_grid, sweep_ranking, top_k_circuit, union
+from bench.eval.evaluate import HEADLINE, Evaluator, SplitData
+from bench.eval.sizes import n_nodes, nearest_sizes, restrict, size_grid, sweep_ranking, top_k_circuit, union
+from bench.model.ablation import candidates, make_replacement
+from bench.model.masked import masked_logit_diff
 
 
 def _evaluator(toy) -> Evaluator:
@@ -133,7 +133,9 @@ def test_sweep_ranking_orders_by_survival():
 
 
 def test_cell_evaluates_every_method_at_the_matched_sizes(tiny_world):
-    from bench.harness import RunConfig, run_cell, setup_task
+    from bench.run.cell import run_cell
+    from bench.run.config import RunConfig
+    from bench.run.setup import setup_task
     from methods.attribution_patching import AttributionPatching
     from tasks import SubjectVerbAgreement
 
@@ -160,7 +162,7 @@ def test_cell_evaluates_every_method_at_the_matched_sizes(tiny_world):
 
 
 def test_circuits_method_is_also_cut_as_a_ranking(tiny_world):
-    from bench.harness import circuits_at_sizes, native_sizes
+    from bench.run.cell import circuits_at_sizes, native_sizes
 
     site_shapes = {s: (6, tiny_world.spliced.d_sae(s)) for s in tiny_world.spliced.sites}
     universe = {s: torch.ones(shape, dtype=torch.bool) for s, shape in site_shapes.items()}
@@ -176,7 +178,7 @@ def test_circuits_method_is_also_cut_as_a_ranking(tiny_world):
 
 
 def test_nestedness_node_and_latent_levels_by_hand():
-    from bench.harness import nestedness
+    from bench.run.cell import nestedness
 
     s = "s"
     a = Circuit({s: torch.tensor([[True, False, False, False], [False, True, False, False]])})  # latents {0, 1}
@@ -191,7 +193,7 @@ def test_nestedness_node_and_latent_levels_by_hand():
 
 
 def test_studied_circuit_is_chosen_on_train_not_test():
-    from bench.harness import Evaluated, studied_index
+    from bench.run.cell import Evaluated, studied_index
 
     def ev(size, f_train, f_test):
         forms = {"train": {HEADLINE: f_train}, "test": {HEADLINE: f_test}}
@@ -203,7 +205,7 @@ def test_studied_circuit_is_chosen_on_train_not_test():
 
 
 def test_plan_sizes_matches_targets_to_the_masks_sizes():
-    from bench.harness import plan_sizes
+    from bench.run.cell import plan_sizes
 
     sizes, grid, headline = plan_sizes(500, 5, [4, 33, 120, 900], (10, 30, 100, 300))
     assert 900 not in sizes and {4, 33, 120} <= set(sizes) and set(grid) <= set(sizes)
@@ -213,8 +215,8 @@ def test_plan_sizes_matches_targets_to_the_masks_sizes():
 
 
 def _evaluated(size, kind="cut", f_train=0.5, f_test=0.5, masks=None, comp=None):
-    from bench.evaluate import F_FORMS
-    from bench.harness import Evaluated
+    from bench.eval.evaluate import F_FORMS
+    from bench.run.cell import Evaluated
 
     forms = {split: {name: f for name in F_FORMS} for split, f in (("train", f_train), ("test", f_test))}
     comp = torch.full((2,), float("nan")) if comp is None else comp
@@ -222,7 +224,7 @@ def _evaluated(size, kind="cut", f_train=0.5, f_test=0.5, masks=None, comp=None)
 
 
 def test_headline_indices_pick_the_circuit_of_the_matched_size_and_kind():
-    from bench.harness import headline_indices
+    from bench.run.cell import headline_indices
 
     evals = [_evaluated(4, "cut"), _evaluated(4, "native"), _evaluated(33, "native"), _evaluated(33, "cut")]
     assert headline_indices(evals, {10: 4, 30: 33}, native=True) == {10: 1, 30: 2}  # the mask: its own circuits
@@ -231,8 +233,8 @@ def test_headline_indices_pick_the_circuit_of_the_matched_size_and_kind():
 
 
 def test_circuit_rows_carry_sizes_per_site_counts_per_prompt_values_and_every_form():
-    from bench.evaluate import F_FORMS
-    from bench.harness import circuit_rows
+    from bench.eval.evaluate import F_FORMS
+    from bench.run.cell import circuit_rows
 
     site = "blocks.0.hook_resid_post"
     mask = torch.tensor([[True, False, True], [True, False, False]])  # 3 nodes, 2 distinct latents
@@ -250,8 +252,7 @@ def test_circuit_rows_carry_sizes_per_site_counts_per_prompt_values_and_every_fo
 
 def test_validate_output_names_each_malformed_output(linear):
     from bench.errors import MethodFailure
-    from bench.harness import validate_output
-
+    from bench.run.cell import validate_output
     from tests.test_architectures import _context
 
     ctx = _context(linear.spliced, linear.data)
@@ -273,7 +274,7 @@ def test_validate_output_names_each_malformed_output(linear):
 
 
 def test_evaluate_circuits_matches_the_evaluator_and_measures_complements_only_where_asked(linear):
-    from bench.harness import evaluate_circuits
+    from bench.run.cell import evaluate_circuits
 
     ev = _evaluator(linear)
     site = linear.site

@@ -1,4 +1,4 @@
-"""The executor layer (bench/executors.py): inline, process (forkserver workers) and ray.
+"""The executor layer (bench/run/executors/): inline, process (forkserver workers) and ray.
 
 Job functions live in tests/executor_jobs.py so that workers import them by name. The Ray tests
 share one local Ray instance (module-scoped fixture); ray is installed by the `test` extra.
@@ -15,7 +15,8 @@ import psutil
 import pytest
 
 from bench.errors import UsageError
-from bench.executors import Job, JobResult, make_executor
+from bench.run.executors import make_executor
+from bench.run.executors.base import Job, JobResult
 from tests import executor_jobs as J
 
 MEM_LIMIT_MB = 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bench.cli import main
+from bench.cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_every_figure_renders_and_is_byte_stable(tiny_run, tmp_path):
 
 
 def test_report_has_the_verdict_with_intervals(tiny_run, tmp_path):
-    from bench.report import summary, write_report
+    from bench.report.write import summary, write_report
 
     df = pd.read_parquet(tiny_run / "results.parquet")
     t = summary(df, n_boot=200)

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from bench.world.build import seed_tasks
+from bench.model.world.corpus import seed_tasks
 from tasks.holdout import is_held_out, prompt_key, record_is_held_out
 
 # Every seed a committed run, control or sweep uses, plus more, and the world quality table's seed.
@@ -45,7 +45,7 @@ def test_builtin_generators_yield_held_out_prompts_only_for_any_seed(task):
 
 
 def test_training_sampler_never_starts_a_text_with_a_held_out_prompt_of_its_task():
-    from bench.world.corpus import KIND_TASK, MIXTURE, _sample_kind, benchmark_prompt_lengths, sample_text, text_words
+    from bench.model.world.corpus import KIND_TASK, MIXTURE, _sample_kind, benchmark_prompt_lengths, sample_text, text_words
     from tasks.holdout import prefix_is_held_out
 
     lengths = benchmark_prompt_lengths()
@@ -67,9 +67,9 @@ def test_shipped_world_was_never_trained_on_a_benchmark_prompt():
     # The model's 4000 x 64 training texts and the SAEs' 6000 prompts, replayed exactly from the
     # shipped world.json, against every benchmark prompt of SEEDS: none is a training prompt or the
     # start of a training text.
-    from bench.world.artifacts import EMBEDDED_DIR
-    from bench.world.corpus import benchmark_prompt_lengths, text_words
-    from bench.world.provenance import replay, replay_mismatch, training_texts, world_config_from_json
+    from bench.model.world.artifacts import EMBEDDED_DIR
+    from bench.model.world.corpus import benchmark_prompt_lengths, text_words
+    from bench.model.world.provenance import replay, replay_mismatch, training_texts, world_config_from_json
 
     stats = json.loads((EMBEDDED_DIR / "world.json").read_text())
     cfg = world_config_from_json(stats)
@@ -77,7 +77,7 @@ def test_shipped_world_was_never_trained_on_a_benchmark_prompt():
     # the replay must also find what was trained on, as prompts and as prefixes (so the check can
     # fail): every 100th of the first 3000 model texts and of the SAE prompts, and their first words
     # at each benchmark length; one replay answers both, and its fingerprint proves it is the shipped stream
-    from bench.world.build import sae_texts
+    from bench.model.world.build import sae_texts
 
     texts = [t for _, t in zip(range(3000), training_texts(cfg))][::100]
     texts += [(p, None) for p in sae_texts(cfg.saes)[::100]]  # the SAEs' stream is scanned too

@@ -19,9 +19,9 @@ The cache holds the *real* repositories in huggingface_hub's layout
   ``width_16k``, so this one SAE has its real size (2304 x 16384, 300 MB on disk).
 
 A child process (the cache location and ``HF_HUB_OFFLINE=1`` are read when huggingface_hub is
-imported) then runs the real code: ``bench.loading.load_world("gpt2-small")`` (the built-in preset,
+imported) then runs the real code: ``bench.model.loading.load_world("gpt2-small")`` (the built-in preset,
 unchanged) -> ``setup_task`` -> ``run_cell(attribution_patching)`` with the evaluator; and for Gemma
-Scope ``bench.loading.load_hub_saes`` on a preset TOML naming the real release and id, spliced into
+Scope ``bench.model.loading.load_hub_saes`` on a preset TOML naming the real release and id, spliced into
 a Gemma-2 model built from TransformerLens's own ``gemma-2-2b`` config with every dim except
 ``d_model`` shrunk (TransformerLens hard-codes Gemma-2 configs, so ``from_pretrained`` of a tiny
 Gemma-2 is impossible; the model half of the Gemma path is therefore not covered here).
@@ -195,7 +195,8 @@ def _finite_rows(rows: list[dict], metric: str) -> list[float]:
 
 
 def _setup(world, task_file: Path, max_rows: int, n: int = 8):
-    from bench.harness import RunConfig, load_task, setup_task
+    from bench.run.config import RunConfig
+    from bench.run.setup import load_task, setup_task
 
     cfg = RunConfig(preset=world.preset.name, tasks=(str(task_file),), methods=("attribution_patching",), n_train=n,
                     n_test=n, grid_per_decade=3, n_knockout=2, seeds=(0,), quick=True, max_rows=max_rows)
@@ -204,7 +205,7 @@ def _setup(world, task_file: Path, max_rows: int, n: int = 8):
 
 def _run_cell(world, task_file: Path, max_rows: int) -> dict:
     """The harness's whole cell: discover, cut at the size grid, evaluate, knockouts, rows."""
-    from bench.harness import run_cell
+    from bench.run.cell import run_cell
     from methods.attribution_patching import AttributionPatching
 
     cfg, setup = _setup(world, task_file, max_rows)
@@ -224,7 +225,7 @@ def _run_steps(world, task_file: Path, max_rows: int) -> dict:
     """The same steps at two sizes only (d_sae 16384 makes the whole grid slow on CPU)."""
     import math
 
-    from bench.harness import circuits_at_sizes, discover, evaluate_circuits, validate_output
+    from bench.run.cell import circuits_at_sizes, discover, evaluate_circuits, validate_output
     from methods.attribution_patching import AttributionPatching
 
     _, setup = _setup(world, task_file, max_rows, n=4)
@@ -243,7 +244,7 @@ def _gpt2_part(cache: Path, tmp: Path) -> tuple[dict, object]:
     import torch
     from safetensors.torch import load_file
 
-    from bench.loading import load_world
+    from bench.model.loading import load_world
 
     world = load_world("gpt2-small")  # the built-in preset, unchanged
     model, spliced = world.spliced.model, world.spliced
@@ -279,9 +280,9 @@ def _gemma_part(tmp: Path, tokenizer) -> dict:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens.loading_from_pretrained import get_pretrained_model_config
 
-    from bench.loading import World, load_hub_saes, model_kwargs_for
-    from bench.presets import get_preset
-    from bench.spliced import SplicedModel
+    from bench.model.loading import World, load_hub_saes, model_kwargs_for
+    from bench.model.presets import get_preset
+    from bench.model.spliced import SplicedModel
 
     toml = tmp / "gemma-scope-one.toml"
     toml.write_text(f'[gemma-scope-one]\nmodel = "gemma-2-2b"\nsae_release = "gemma-scope-2b-pt-res-canonical"\n'
@@ -309,7 +310,7 @@ def _gemma_part(tmp: Path, tokenizer) -> dict:
 
 def _missing_sae_part(tmp: Path) -> dict:
     from bench.errors import BenchError
-    from bench.loading import load_world
+    from bench.model.loading import load_world
 
     toml = tmp / "gpt2-missing.toml"
     toml.write_text('[gpt2-missing]\nmodel = "gpt2-small"\nsae_release = "gpt2-small-res-jb"\n'

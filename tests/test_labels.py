@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-from bench.labels import TOP, compute_labels, label_texts
+from bench.run.labels import TOP, compute_labels, label_texts
 
 
 def test_labels_match_brute_force(tiny_world):

@@ -1,4 +1,4 @@
-"""The results-directory lock (bench/locking.py)."""
+"""The results-directory lock (bench/run/locking.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from bench.errors import UsageError
-from bench.locking import LOCK_NAME, lock_directory
+from bench.run.locking import LOCK_NAME, lock_directory
 
 HOLDER = """
 import sys
-from bench.locking import lock_directory
+from bench.run.locking import lock_directory
 with lock_directory(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.read()  # hold until stdin closes or we are killed

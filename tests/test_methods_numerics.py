@@ -27,10 +27,10 @@ def test_ig_completeness_error_shrinks_with_steps(tiny_world):
     # IG sums to LD(all kept) - LD(all ablated) in the limit of many steps, provided the path is
     # continuous. With TopK SAEs downstream of the path the metric jumps when a latent enters or
     # leaves the top k, so we splice only the last SAE here (everything after it is smooth).
-    from bench.ablation import candidates, make_replacement
-    from bench.data import split_train_test, tokenize_records
-    from bench.spliced import SplicedModel
     from bench.api import MethodContext
+    from bench.data import split_train_test, tokenize_records
+    from bench.model.ablation import candidates, make_replacement
+    from bench.model.spliced import SplicedModel
     from tasks import IndirectObjectIdentification
 
     last = tiny_world.spliced.sites[-1]
@@ -80,11 +80,11 @@ def test_binary_mask_keeps_the_planted_latent(planted):
 
 
 def test_binary_mask_with_lambda_near_zero_stays_faithful(embedded_world):
-    from bench.ablation import candidates, make_replacement
-    from bench.data import split_train_test, tokenize_records
     from bench.api import MethodContext
-    from bench.evaluate import Evaluator, SplitData
-    from bench.sizes import restrict, union
+    from bench.data import split_train_test, tokenize_records
+    from bench.eval.evaluate import Evaluator, SplitData
+    from bench.eval.sizes import restrict, union
+    from bench.model.ablation import candidates, make_replacement
     from tasks import SubjectVerbAgreement
 
     sp = embedded_world.spliced

@@ -31,7 +31,7 @@ def _hf_params(a: dict) -> int:
 
 @pytest.fixture(scope="module")
 def gemma_plan():
-    from bench.plan import Settings, make_plan
+    from bench.plan.estimate import Settings, make_plan
 
     st = Settings.defaults(methods=("attribution_patching", "activation_patching"))
     return make_plan("gemma-2-9b", st)
@@ -83,7 +83,7 @@ def test_gemma_9b_method_magnitudes(gemma_plan):
 
 
 def test_cli_prints_a_table_and_json(tmp_path):
-    from bench.plan import add_plan_command
+    from bench.cli.plan import add_plan_command
 
     parser = argparse.ArgumentParser(prog="bench")
     sub = parser.add_subparsers(dest="command")
@@ -109,7 +109,7 @@ def _run(parser, argv):
 
 
 def test_bf16_halves_the_model():
-    from bench.plan import Settings, make_plan
+    from bench.plan.estimate import Settings, make_plan
 
     f32 = make_plan("embedded", Settings.defaults(methods=("attribution_patching",), dtype="float32"))
     b16 = make_plan("embedded", Settings.defaults(methods=("attribution_patching",), dtype="bfloat16"))
@@ -121,7 +121,9 @@ def test_meta_simulation_equals_real_tensors():
     """The tracker counts the same bytes on meta (the plan) as on real CPU tensors, op for op."""
     import torch
 
-    from bench.plan import Arch, FAMILIES, Settings, build_meta, make_context, method_instance, simulate
+    from bench.plan.arch import FAMILIES, Arch, build_meta
+    from bench.plan.estimate import Settings, make_context, method_instance
+    from bench.plan.simulate import simulate
 
     arch = Arch("t", dict(FAMILIES["gemma2"], n_layers=3, d_model=32, d_mlp=48, n_heads=4, n_key_value_heads=2,
                           d_head=8, d_vocab=97, n_ctx=16, attn_types=["local", "global", "local"], rotary_dim=8),
@@ -141,13 +143,13 @@ def test_meta_simulation_equals_real_tensors():
         (pm, fm), (pc, fc) = peaks["meta", name], peaks["cpu", name]
         assert fm == fc, name
         # On the CPU the tracker also sees the token and index tensors (a few hundred bytes) the plan keeps
-        # off-device. Since runs start from a cached prefix (bench.spliced.Prefix), meta counts up to 2%
+        # off-device. Since runs start from a cached prefix (bench.model.spliced.Prefix), meta counts up to 2%
         # *more* on these tiny shapes (cause not isolated); the plan then errs high, the safe side.
         assert -0.03 * pc <= pc - pm <= max(4096, 0.01 * pc), (name, pm, pc)
 
 
 def test_logits_mode_is_read_from_the_code_and_forcing_all_costs_more():
-    from bench.plan import Settings, code_logits_mode, make_plan
+    from bench.plan.estimate import Settings, code_logits_mode, make_plan
 
     assert code_logits_mode() == "last"  # SplicedModel.run returns [batch, 1, vocab]
     st = dict(methods=("attribution_patching",), n_train=32, n_test=32, seq_len=20)

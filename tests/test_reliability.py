@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.cli import main
+from bench.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"clean_prefix": "The friends that the dancer visits", "patch_prefix": "The friend that the dancer visits",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench.errors import InputError
-from bench.spliced import SplicedModel, start_block
+from bench.model.spliced import SplicedModel, start_block
 from tests.test_architectures import _context, _edit_flip, _edit_scale, _gpt2_like, _hooked, _saes, _toy_data
 
 # Given in scrambled order; forward order is 0.pre, 1.post, 2.pre (same residual as 1.post), 2.post, 3.pre.
@@ -91,7 +91,7 @@ def test_pass_counter_weights_partial_runs_by_hand():
     x = inputs["blocks.3.hook_resid_pre"][:6].clone().requires_grad_()
     sp.run_from("blocks.3.hook_resid_pre", x).sum().backward()  # block 3: 6 * 1/4 = 1.5, fwd and bwd
     mask = torch.ones(toks.shape[1], sp.d_sae(FORWARD[0]), requires_grad=True)
-    from bench.spliced import mask_edit
+    from bench.model.spliced import mask_edit
 
     sp.run(toks[:5], {FORWARD[0]: mask_edit(mask, torch.zeros_like(mask))}).sum().backward()  # 5 full, fwd and bwd
     d = c.since(before)
@@ -160,7 +160,7 @@ def test_mean_policy_without_fitted_means_refuses_a_prefix_run():
 def test_each_method_pays_for_its_own_train_prefix():
     # One MethodContext serves every method of a task and seed; the cached train prefix must not
     # make the second method's counted cost smaller than the first's (harness.discover resets it).
-    from bench.harness import discover
+    from bench.run.cell import discover
     from methods.integrated_gradients import IntegratedGradients
 
     sp = _mixed().with_sites(FORWARD[1:])  # first site after block 1: the prefix runs 2 of 4 blocks

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.cli import main
+from bench.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 COST = {"wall_seconds", "peak_memory_mb", "cell_wall_seconds", "cell_peak_memory_mb"}
@@ -127,7 +127,7 @@ def test_killed_ray_driver_resumes_with_only_the_missing_cells(tmp_path, tiny_wo
 
 
 def test_changed_evaluation_code_recomputes_cached_cells(tmp_path, tiny_world_dir, monkeypatch):
-    from bench import harness
+    from bench.run import cell as harness
 
     out = tmp_path / "out"
     argv = _argv(tiny_world_dir, out, methods="attribution_patching")
@@ -141,7 +141,7 @@ def test_changed_evaluation_code_recomputes_cached_cells(tmp_path, tiny_world_di
 
 
 def test_a_second_run_on_the_same_directory_is_refused(tmp_path, tiny_world_dir, capsys):
-    from bench.locking import lock_directory
+    from bench.run.locking import lock_directory
 
     out = tmp_path / "out"
     out.mkdir()

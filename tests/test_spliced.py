@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.spliced import SplicedModel, mask_edit
+from bench.model.spliced import SplicedModel, mask_edit
 
 
 def _tokens(world, n=6):
@@ -64,10 +64,9 @@ def test_keep_every_latent_changes_nothing(tiny_world):
 
 
 def test_mean_ablating_every_latent_gives_the_empty_metric(tiny_world):
-    from bench.ablation import make_replacement
     from bench.data import logit_diff, split_train_test, tokenize_records
-    from bench.ablation import candidates
-    from bench.evaluate import Evaluator, SplitData
+    from bench.eval.evaluate import Evaluator, SplitData
+    from bench.model.ablation import candidates, make_replacement
     from tasks import IndirectObjectIdentification
 
     data = tokenize_records(IndirectObjectIdentification().records(40, 0), tiny_world.tokenizer, "ioi", "1", "ioi")

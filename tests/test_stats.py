@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.stats import Bootstrap, crossing_size, faithfulness_stat, paired, verdict_word
+from bench.eval.stats import Bootstrap, crossing_size, faithfulness_stat, paired, verdict_word
 
 
 def test_constant_values_give_a_zero_width_interval():

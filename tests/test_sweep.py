@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.cli import main
+from bench.cli.main import main
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +67,8 @@ def test_every_setting_runs_with_its_own_values(sweep):
 
 
 def test_sweep_table_has_one_block_per_setting_with_its_verdicts(sweep):
-    from bench import verdict
-    from bench.results import load_results
+    from bench.eval import verdict
+    from bench.run.results import load_results
 
     out, info = sweep["out"], sweep["info"]
     rows = pd.read_csv(out / "sweep_verdicts.csv", dtype={"sites": str})
@@ -87,7 +87,7 @@ def test_sweep_table_has_one_block_per_setting_with_its_verdicts(sweep):
         k = set(zip(g.task, g.target, g.vs))
         assert keys is None or k == keys
         keys = k
-    # The sweep's verdicts are the setting's own report verdicts (bench.verdict.build).
+    # The sweep's verdicts are the setting's own report verdicts (bench.eval.verdict.build).
     first = slugs[0]
     pw = verdict.build(load_results(out / first))["pairwise"].sort_values(["task", "target", "vs"]).reset_index(drop=True)
     mine = rows[rows.setting == first].reset_index(drop=True)
@@ -100,7 +100,7 @@ def test_sweep_table_has_one_block_per_setting_with_its_verdicts(sweep):
 
 
 def test_figure_exists_and_is_byte_stable(sweep, tmp_path):
-    from bench.sweep import sweep_figure
+    from bench.studies.sweep import sweep_figure
 
     out = sweep["out"]
     drawn = [out / "figures" / "sweep_verdicts.png", out / "figures" / "sweep_verdicts.pdf"]
@@ -142,8 +142,8 @@ def test_bad_grid_is_one_line_exit_2(tiny_world_dir, tmp_path, capsys, text, nee
 
 
 def test_expand_and_slugs():
-    from bench.harness import RunConfig
-    from bench.sweep import expand, value_label
+    from bench.run.config import RunConfig
+    from bench.studies.sweep import expand, value_label
 
     assert value_label("sites", ("blocks.1.hook_resid_post", "blocks.3.hook_resid_post", "blocks.5.hook_resid_post")) == "1-3-5"
     assert value_label("sites", ()) == "all"

@@ -135,8 +135,8 @@ def test_identical_answers_are_an_error_even_among_good_records(tiny_world):
 def test_a_task_can_ask_for_more_train_prompts_than_the_run_default():
     # IOI overfits with 128 train prompts (README, "Train vs test"), so it asks for 512; --n-train
     # and --quick mean the user chose, so then every task gets the same size.
-    from bench.cli import build_parser
-    from bench.commands import _config
+    from bench.cli.main import build_parser
+    from bench.cli.run import _config
 
     def cfg(*extra):
         args = build_parser().parse_args(["all", *extra])
@@ -147,8 +147,8 @@ def test_a_task_can_ask_for_more_train_prompts_than_the_run_default():
     assert cfg("--n-train", "64").train_size("ioi") == 64
     assert cfg("--quick").train_size("ioi") == 64
     # and the split really has that many prompts
-    from bench.harness import load_task, setup_task
-    from bench.loading import load_world
+    from bench.model.loading import load_world
+    from bench.run.setup import load_task, setup_task
 
     setup = setup_task(load_task("ioi"), load_world("embedded"), full, seed=0)
     assert len(setup.train) == 512 and len(setup.ctx.train) == 512

@@ -7,7 +7,6 @@ import logging
 import re
 
 import pytest
-import torch
 
 from bench.data import split_train_test, tokenize_records
 from bench.errors import TaskFileError
@@ -18,7 +17,7 @@ SOURCE = "list_index.json"
 
 @pytest.fixture(scope="module")
 def bpe():
-    """A byte-level BPE trained offline on list-indexing prompts, wrapped like bench/world/tokenizer.py."""
+    """A byte-level BPE trained offline on list-indexing prompts, wrapped like bench/model/world/tokenizer.py."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-from bench.world.artifacts import EMBEDDED_DIR
-from bench.world.build import seed_tasks
-from bench.world.quality import task_quality
+from bench.model.world.artifacts import EMBEDDED_DIR
+from bench.model.world.corpus import seed_tasks
+from bench.model.world.quality import task_quality
 
 
 def test_shipped_world_is_small_and_safetensors_only():
@@ -47,7 +47,7 @@ def test_shipped_world_reproduces_its_recorded_quality(embedded_world):
 @pytest.mark.parametrize("variant", ["lossy", "basis", "random", "every"])
 def test_shipped_variants_reproduce_their_recorded_quality(variant):
     # variants.json holds what `bench train --variant` measured; the README quotes it
-    from bench.loading import load_world
+    from bench.model.loading import load_world
 
     recorded = json.loads((EMBEDDED_DIR / "variants.json").read_text())[variant]
     world = load_world(f"embedded-{variant}")
@@ -86,14 +86,14 @@ def test_bench_train_tiny_end_to_end(tmp_path):
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert set(summary["tasks"]) == {"dict_keyerror", "list_indexerror", "sva", "ioi"}
     assert (out / "model" / "model.safetensors").is_file() and len(list((out / "saes").iterdir())) == 2
-    from bench.loading import load_world
+    from bench.model.loading import load_world
 
     w = load_world("embedded", world_dir=out)
     assert len(w.spliced.sites) == 2
 
 
 def test_tiny_train_is_seeded(tmp_path):
-    from bench.world.build import WorldConfig, build_world
+    from bench.model.world.build import WorldConfig, build_world
 
     a = build_world(WorldConfig.tiny(), tmp_path / "a")
     b = build_world(WorldConfig.tiny(), tmp_path / "b")
@@ -102,7 +102,7 @@ def test_tiny_train_is_seeded(tmp_path):
 
 def test_paper_preset_fails_fast_offline(monkeypatch):
     from bench.errors import BenchError
-    from bench.loading import load_world
+    from bench.model.loading import load_world
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
@@ -114,7 +114,7 @@ def test_paper_preset_fails_fast_offline(monkeypatch):
 
 
 def test_presets_are_data():
-    from bench.presets import builtin_presets
+    from bench.model.presets import builtin_presets
 
     p = builtin_presets()
     assert p["gemma-2-9b"].sae_ids == (

@@ -1,0 +1,229 @@
+"""The commands that run the benchmark: ``all``, ``run``, ``sweep`` and ``control``.
+
+Each turns its arguments into a :class:`bench.run.config.RunConfig` and hands it to the runner;
+nothing here computes a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from bench.errors import InputError, UsageError
+from bench.run.config import config_from_run, default_max_rows, parse_method_options
+from bench.run.executors import executor_names
+
+log = logging.getLogger("bench")
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> None:
+    p.add_argument("--out", default=default_out, help="results directory (default: %(default)s)")
+    p.add_argument("--preset", default="embedded", help="model+SAE preset name or TOML file (default: embedded)")
+    p.add_argument("--world", default=None, help="embedded-world directory (default: the shipped one)")
+    p.add_argument("--error-policy", default="drop", help="drop (paper), keep or mean")
+    p.add_argument("--ablation", default="mean", help="mean (paper), zero or counterfactual")
+    p.add_argument("--seeds", default=None, help="comma list of seeds (default 0,1,2; quick: 0). A seed changes the data "
+                   "draw, the train/test split and each method's randomness")
+    p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
+    p.add_argument("--sites", default=None, help="SAE placement: comma list of the preset's SAE hooks to splice "
+                   "(default: all), e.g. blocks.3.hook_resid_post")
+    p.add_argument("--answers", default="task", help="task (default), or a control: oriented (each prompt's answers "
+                   "ordered so the model prefers the first; with --preset embedded-random) or shuffled (answer pairs "
+                   "permuted across prompts, then oriented). See bench/run/controls.py and 'bench control'")
+    p.add_argument("--max-rows", type=int, default=None, help="rows per evaluation forward (memory bound; default "
+                   "128 on CPU, where small batches run fastest (benchmarks/test_eval_rows.py), 1024 on CUDA; fitted to "
+                   "the memory budget when there is one)")
+    p.add_argument("--max-memory", type=float, default=None, metavar="GB",
+                   help="memory budget in GiB: every method's batch-like options and --max-rows are fitted to it by "
+                   "bench plan's model (bench/plan/budget.py); default: the device's memory when --device is cuda, none on CPU")
+    p.add_argument("--n-train", type=int, default=None, help="train prompts per task and seed (default 128, or a task's own default: IOI 512; quick 64 for every task)")
+    p.add_argument("--n-test", type=int, default=None, help="test prompts per task and seed (default 128; quick 64)")
+    p.add_argument("--quick", action="store_true", help="smaller sweep, for a first look")
+    p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="method option, e.g. binary_mask.steps=100 (JSON value); repeatable")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-figures", action="store_true", help="skip figures and report")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
+    p.add_argument("--executor", default="inline", choices=executor_names(), help="inline (default: one process), process (a fresh worker per cell) "
+                   "or ray (cells as Ray tasks; pip install sae-circuit-bench[ray])")
+    p.add_argument("--jobs", type=int, default=1, help="cells at once (process: workers; ray: CPUs of a local instance); 0 = one per CPU")
+    p.add_argument("--ray-address", default=None, help="join an existing Ray cluster ('auto' or host:port) instead of starting one")
+    p.add_argument("--cell-timeout", type=float, default=None, help="seconds before a cell is stopped and recorded as failed (process, ray)")
+    p.add_argument("--cell-max-memory", type=float, default=None, metavar="MB",
+                   help="memory limit per cell in MB: above it the cell is stopped and recorded as failed (process, ray)")
+
+
+def add_run_commands(sub) -> None:
+    a = sub.add_parser("all", help="every method x every task on the preset -> results, figures, report")
+    _run_options(a)
+    a.set_defaults(func=cmd_all)
+
+    r = sub.add_parser("run", help="a subset of methods and tasks")
+    r.add_argument("--methods", required=True, type=_csv, help="comma list: names, module:Class or file.py:Class")
+    r.add_argument("--tasks", required=True, type=_csv, help="comma list: names or .json/.jsonl task files")
+    _run_options(r)
+    r.set_defaults(func=cmd_run)
+
+    sw = sub.add_parser("sweep", help="a grid of settings (error policy x ablation x SAE sites ...): one cached run "
+                        "each, then the matched-size verdicts across the grid")
+    sw.add_argument("--grid", required=True, help="TOML file of axes, each a list (see bench/studies/sweep.py), e.g. "
+                    "examples/sweep_quick.toml. --no-figures skips each setting's own figures and report; the sweep's "
+                    "table, report and figure are always written")
+    sw.add_argument("--methods", default=None, type=_csv, help="comma list (default: every method, as 'all')")
+    sw.add_argument("--tasks", default=None, type=_csv, help="comma list (default: every task, as 'all')")
+    _run_options(sw, default_out="sweep")
+    sw.set_defaults(func=cmd_sweep)
+
+    ct = sub.add_parser("control", help="a control run with OUT's settings into OUT/controls/NAME (shuffled: answers "
+                        "borrowed from other prompts; random: the random-weights world; basis: residual coordinates as "
+                        "nodes); OUT's report then shows real vs control")
+    ct.add_argument("name", help="shuffled, random (bench/run/controls.py) or basis (residual coordinates as nodes)")
+    ct.add_argument("--out", default="results", help="the real run's results directory; the control repeats the settings "
+                    "in its run.json (default: %(default)s)")
+    ct.add_argument("--seeds", default=None, help="a subset of the real run's seeds (default: all of them); the report "
+                    "then compares with the real run on those seeds only")
+    for flag, kw in (("--no-figures", {"action": "store_true", "help": "skip the control's own figures and report"}),
+                     ("--no-progress", {"action": "store_true"}), ("--deterministic", {"action": "store_true"}),
+                     ("--executor", {"default": "inline", "choices": executor_names()}), ("--jobs", {"type": int, "default": 1}),
+                     ("--ray-address", {"default": None}), ("--cell-timeout", {"type": float, "default": None}),
+                     ("--cell-max-memory", {"type": float, "default": None, "metavar": "MB"})):
+        ct.add_argument(flag, **kw)
+    ct.set_defaults(func=cmd_control)
+
+
+def _task_n_train(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[str, int]:
+    """Tasks' own train sizes (e.g. IOI: 512), where the user gave no --n-train and the run is not --quick."""
+    if args.n_train is not None or args.quick:
+        return {}
+    from bench.run.setup import load_task
+
+    out = {}
+    for name in tasks:
+        try:
+            n = getattr(load_task(name), "n_train", None)
+        except Exception:  # noqa: BLE001 - a bad task is reported by the run itself, with its one line
+            continue
+        if n:
+            out[name] = int(n)
+    return out
+
+
+def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tuple[str, ...] | None):
+    from bench.run.config import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig
+
+    n_train = args.n_train if args.n_train is not None else (64 if args.quick else 128)
+    n_test = args.n_test if args.n_test is not None else (64 if args.quick else 128)
+    if args.seed is not None and args.seeds is not None:
+        raise UsageError("give --seed or --seeds, not both")
+    if args.seed is not None:
+        seeds: tuple[int, ...] = (args.seed,)
+    elif args.seeds is not None:
+        try:
+            seeds = tuple(int(x) for x in _csv(args.seeds))
+        except ValueError:
+            raise UsageError(f"--seeds {args.seeds!r}: expected a comma list of integers, e.g. 0,1,2") from None
+    else:
+        seeds = (0,) if args.quick else (0, 1, 2)
+    from bench.plan.budget import apply_budget
+
+    tasks = tasks or DEFAULT_TASKS
+    return apply_budget(RunConfig(
+        preset=args.preset, tasks=tasks, methods=methods or DEFAULT_METHODS, task_n_train=_task_n_train(args, tasks),
+        error_policy=args.error_policy, ablation=args.ablation, seeds=seeds, n_train=n_train, n_test=n_test,
+        grid_per_decade=3 if args.quick else 5, n_knockout=4, quick=args.quick,
+        # quick: train F and knockout on 32 prompts (the full run: 64), to stay a first look
+        n_train_eval=32 if args.quick else 64, n_knockout_prompts=32 if args.quick else 64,
+        method_options=parse_method_options(args.option), world_dir=args.world, device=args.device,
+        max_rows=default_max_rows(args.device) if args.max_rows is None else args.max_rows, sites=_csv(args.sites) if args.sites else (),
+        answers=args.answers,
+    ), args)
+
+
+def _execute(args: argparse.Namespace, cfg) -> int:
+    from bench.run.runner import run_benchmark
+
+    if args.deterministic:
+        import torch
+
+        torch.use_deterministic_algorithms(True)
+    table, failures, input_errors = run_benchmark(
+        cfg, args.out, progress=not args.no_progress, executor=args.executor, jobs=args.jobs, ray_address=args.ray_address,
+        cell_timeout=args.cell_timeout, cell_max_memory_mb=args.cell_max_memory)
+    log.info("results: %s (%d rows)", Path(args.out) / "results.parquet", len(table))
+    if not args.no_figures:
+        from bench.report.render import render_run
+
+        render_run(Path(args.out), Path(args.out) / "figures")
+    if failures:
+        import sys
+
+        for f in failures:
+            print(f"error: failed cell: {f}", file=sys.stderr)
+        print(f"error: {len(failures)} cell(s) failed; every other cell finished and is saved", file=sys.stderr)
+        return 2 if input_errors else 1
+    return 0
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    return _execute(args, _config(args, None, None))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _execute(args, _config(args, args.tasks, args.methods))
+
+
+# name -> the settings it overrides. shuffled / random: answer controls (bench/run/controls.py); basis: the
+# residual coordinates as nodes instead of SAE latents (bench/model/world/variants.py), real answers.
+CONTROLS = {"shuffled": {"answers": "shuffled"}, "random": {"answers": "oriented", "preset": "embedded-random"},
+            "basis": {"preset": "embedded-basis"}}
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """Run control NAME with the real run's settings (OUT/run.json) into OUT/controls/NAME, then
+    rewrite OUT's report with the real-vs-control table."""
+    import dataclasses
+
+    from bench.errors import did_you_mean
+
+    if args.name not in CONTROLS:
+        raise UsageError(did_you_mean(args.name, tuple(CONTROLS), "control"))
+    real = Path(args.out)
+    run_json = real / "run.json"
+    if not run_json.is_file() or not (real / "results.parquet").is_file():
+        raise InputError(f"{real}: no finished run here (run.json or results.parquet missing); run "
+                         f"'python -m bench all --out {real}' first: a control repeats that run's settings")
+    base = config_from_run(run_json)
+    if base.answers != "task":
+        raise InputError(f"{run_json}: this run is itself a control (answers {base.answers!r}); give the real run's directory")
+    if "preset" in CONTROLS[args.name] and base.preset != "embedded":
+        raise InputError(f"{run_json}: control {args.name!r} is a variant of the embedded world; this run used preset "
+                         f"{base.preset!r}")
+    over = dict(CONTROLS[args.name])
+    if args.seeds is not None:
+        try:
+            seeds = tuple(int(x) for x in _csv(args.seeds))
+        except ValueError:
+            raise UsageError(f"--seeds {args.seeds!r}: expected a comma list of integers") from None
+        if not seeds or not set(seeds) <= set(base.seeds):
+            raise UsageError(f"--seeds {args.seeds!r}: must be a subset of the real run's seeds {list(base.seeds)}")
+        over["seeds"] = seeds
+    cfg = dataclasses.replace(base, **over)
+    args.out = str(real / "controls" / args.name)
+    rc = _execute(args, cfg)
+    from bench.report.write import write_report
+    from bench.run.results import load_results
+
+    log.info("report with controls: %s", write_report(load_results(real), real, real / "figures"))
+    return rc
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.studies.sweep import run_sweep
+
+    return run_sweep(args, _config(args, args.tasks, args.methods))

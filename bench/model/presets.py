@@ -1,0 +1,70 @@
+"""Presets: which model, which SAEs, which dtype. Read from ``presets.toml`` (data, not code)."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from bench.errors import UsageError, did_you_mean
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model + SAE configuration; ``sae_ids`` are SAELens ids in ``sae_release``."""
+
+    name: str
+    model: str
+    sae_release: str
+    sae_ids: tuple[str, ...]
+    dtype: str = "float32"
+    description: str = ""
+    # Architecture dims for `bench plan` without weights or hub access (the ``[<preset>.arch]`` table);
+    # bench.plan.estimate cross-checks them against TransformerLens's / SAELens's own configs where those are offline.
+    arch: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.sae_ids:
+            raise UsageError(f"preset {self.name!r}: sae_ids is empty; name at least one SAE")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"preset {self.name!r}: dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.model == "embedded" or self.model.startswith("embedded-")
+
+
+def _parse(table: dict, source: str) -> dict[str, Preset]:
+    out = {}
+    for name, fields in table.items():
+        try:
+            out[name] = Preset(name=name, **{**fields, "sae_ids": tuple(fields.get("sae_ids", ())),
+                                             "arch": dict(fields.get("arch", {}))})
+        except TypeError as exc:
+            raise UsageError(f"{source}: preset {name!r}: {exc}") from None
+    return out
+
+
+def builtin_presets() -> dict[str, Preset]:
+    text = resources.files("bench.model").joinpath("presets.toml").read_text(encoding="utf-8")
+    return _parse(tomllib.loads(text), "presets.toml")
+
+
+def get_preset(name_or_path: str) -> Preset:
+    """A built-in preset by name, or the single preset in a user's TOML file."""
+    if name_or_path.endswith(".toml"):
+        path = Path(name_or_path)
+        try:
+            presets = _parse(tomllib.loads(path.read_text(encoding="utf-8")), path.name)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"{path}: cannot read preset file ({exc})") from None
+        if len(presets) != 1:
+            raise UsageError(f"{path}: expected exactly one [preset] table, found {len(presets)}")
+        return next(iter(presets.values()))
+    presets = builtin_presets()
+    if name_or_path not in presets:
+        raise UsageError(did_you_mean(name_or_path, presets, "preset"))
+    return presets[name_or_path]

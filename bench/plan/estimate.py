@@ -1,0 +1,527 @@
+"""``bench plan``: predicted peak memory and compute of every method, from the architecture alone.
+
+No weights are read and nothing is fetched. The plan builds the preset's model and SAEs on PyTorch's
+``meta`` device (tensors with shapes and dtypes but no storage), runs each method's own code on it
+at the run's settings, and counts, with a dispatch mode (:class:`Tracker`), the bytes of every tensor
+storage alive after each operation. The largest count is the predicted peak of tensor memory (what
+``torch.cuda.max_memory_allocated`` reports on a GPU, or the resident memory above the loaded model
+on a CPU). ``torch.utils.flop_counter`` counts the matmul FLOPs of the same runs.
+
+So "what TransformerLens stores for a block" is not a hand-written formula that goes stale: it is
+whatever TL 3.9 and this suite's code actually keep, read off the run. In words (Gemma-2, per block
+whose output reaches a gradient, i.e. from the first SAE site on): the residual and its norm scales
+(several ``[tokens, d_model]``), q/k/v after rotary (``[tokens, heads, d_head]``, k/v expanded to all
+heads), attention scores, soft-cap and pattern (``[batch, heads, pos, pos]``, each a few times), the
+gated MLP's hidden (three ``[tokens, d_mlp]``), and **a transposed copy of every weight matrix of the
+block**: TL 3.9 computes ``F.linear(x, W.T.contiguous())`` (gated MLP, attention, unembed) and
+autograd keeps the copy for the backward pass. With frozen weights that copy is a second model's worth
+of memory for every layer from the first SAE site to the unembed (Gemma-2-9B fp32: 31 GB). Logits are
+modelled as the code computes them (last position only, when ``SplicedModel.run`` returns
+``[batch, 1, vocab]``); the other mode is run too, for comparison. Optimizer state (Adam: two moments
+and a gradient per mask entry) and captum's expanded IG inputs are counted the same way, by running
+the code.
+
+The model: ``peak = static + resident + working`` where static is the model's parameters and buffers
+(TL's layout: ``W_U`` is stored apart from ``W_E``) plus the SAEs', resident is what a task keeps
+between methods (replacement latents, candidate masks), and working is the tracked peak of one
+method's run. ``benchmarks/plan_validation.py`` measures working memory of the real methods on random
+weights on the CPU and compares (``benchmarks/plan_validation.json``).
+
+Compute: FLOPs of the dominant passes, multiplied by how often the method repeats them at the run's
+settings (batches, lambda-steps, candidate chunks); seconds at a stated sustained throughput
+(``--tflops``; matmuls only: elementwise work, softmax and the SAE nonlinearity are not counted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+
+from bench.plan.arch import ARCH_KEYS, FAMILIES, Arch, build_meta, resolve_arch, static_bytes
+from bench.plan.simulate import Sim, simulate
+
+GIB = 2**30
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# Sustained matmul throughput assumed for seconds (TFLOP/s), per dtype: an H100-class GPU at ~70% of
+# its dense fp32 (non-tensor-core) peak and ~40% of its dense bf16 tensor-core peak.
+DEFAULT_TFLOPS = {"float32": 50.0, "bfloat16": 400.0, "float16": 400.0}
+DEFAULT_SEQ_LEN = 40  # about the longest default task prompt (dict_keyerror) under a Gemma-like tokenizer
+DEFAULT_CANDIDATES_PER_POS = 1000  # exact patching: candidate latents per (site, position); a stated assumption
+GPU_RESERVE_GIB = 1.0  # CUDA context, cuBLAS workspace
+GPU_FRAGMENTATION = 0.05  # caching-allocator slack on top of the tensor peak
+
+MODELLED = ("binary_mask", "attribution_patching", "integrated_gradients", "activation_patching",
+            "activation_magnitude", "random")
+
+
+# ----- the meta model -----------------------------------------------------------------------------
+
+
+# ----- the tracker --------------------------------------------------------------------------------
+
+
+# ----- settings and contexts ----------------------------------------------------------------------
+
+@dataclass
+class Settings:
+    n_train: int
+    n_test: int
+    seq_len: int = DEFAULT_SEQ_LEN
+    dtype: str = "float32"
+    error_policy: str = "drop"
+    ablation: str = "mean"
+    max_rows: int = 1024  # the evaluator's rows per forward
+    grid_per_decade: int = 5
+    n_knockout: int = 8
+    n_headline: int = 4
+    candidates_per_pos: int = DEFAULT_CANDIDATES_PER_POS
+    methods: tuple[str, ...] = MODELLED
+    method_options: dict = field(default_factory=dict)
+    gpu_memory_gib: float = 80.0
+    tflops: float | None = None
+    logits: str = "code"  # "code": as SplicedModel computes them; "all" / "last": forced
+
+    @classmethod
+    def defaults(cls, **kw) -> Settings:
+        from bench.run.config import RunConfig
+
+        rc = RunConfig()
+        base = dict(n_train=rc.n_train, n_test=rc.n_test, max_rows=getattr(rc, "max_rows", 1024),
+                    error_policy=rc.error_policy, ablation=rc.ablation, grid_per_decade=rc.grid_per_decade,
+                    n_knockout=rc.n_knockout, n_headline=len(rc.headline_targets))
+        base.update({k: v for k, v in kw.items() if v is not None})
+        return cls(**base)
+
+    @property
+    def throughput(self) -> float:
+        return (self.tflops or DEFAULT_TFLOPS[self.dtype]) * 1e12
+
+
+def method_instance(name: str, options: dict):
+    from bench.run.config import RunConfig
+    from bench.run.setup import build_method
+
+    return build_method(name, RunConfig(method_options={name: options} if options else {}))
+
+
+def _data(n: int, pos: int, vocab: int, seed: int = 0):
+    import torch
+
+    from bench.data import TaskData
+
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(1, vocab, (n, pos), generator=g)
+    clean[:, 0] = 0
+    patch = clean.clone()
+    patch[:, pos // 2] = (patch[:, pos // 2] + 1) % vocab
+    return TaskData("plan", "0", clean, patch, torch.full((n,), 1), torch.full((n,), 2), ["plan"] * n, "train")
+
+
+def make_context(sp, st: Settings, n: int):
+    """A method context on ``sp`` with ``n`` train prompts, set up by the harness's own functions."""
+    from bench.api import MethodContext
+    from bench.model.ablation import candidates, make_replacement
+
+    cache = sp.__dict__.setdefault("_plan_contexts", {})
+    key = (n, st.seq_len, st.ablation)
+    if key not in cache:
+        data = _data(n, st.seq_len, sp.model.cfg.d_vocab)
+        repl = make_replacement(st.ablation, sp, data, data)
+        cands = candidates(sp.latents(data.clean), repl)
+        cache[key] = MethodContext(sp, data, repl, cands, seed=0)
+    return cache[key]
+
+
+@contextlib.contextmanager
+def logits_mode(sp, mode: str):
+    """Force the unembedding onto all positions or the last one, whatever ``SplicedModel`` does."""
+    import torch
+
+    if mode == "code":
+        yield
+        return
+    model = sp.model
+    if mode == "all" and not hasattr(type(sp), "_head"):
+        if code_logits_mode() != "all":
+            raise RuntimeError("cannot force all-position logits: SplicedModel has no _head to replace")
+        yield
+        return
+    if mode == "all":
+        def full_head(resid):
+            if model.cfg.normalization_type is not None:
+                resid = model.ln_final(resid)
+            logits = model.unembed(resid)
+            cap = getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0
+            return cap * torch.tanh(logits / cap) if cap > 0 else logits
+
+        sp._head = full_head
+        try:
+            yield
+        finally:
+            del sp._head
+        return
+    if mode == "last":
+        h = model.unembed.register_forward_pre_hook(lambda mod, args: (args[0][:, -1:],))
+        try:
+            yield
+        finally:
+            h.remove()
+        return
+    yield
+
+
+def code_logits_mode() -> str:
+    """'last' if ``SplicedModel.run`` returns last-position logits ``[batch, 1, vocab]``, else 'all'."""
+    import torch
+
+    arch = Arch("probe", dict(FAMILIES["gpt2"], n_layers=1, d_model=8, d_mlp=16, n_heads=2, d_head=4, d_vocab=11,
+                              n_ctx=8), [("blocks.0.hook_resid_post", {"architecture": "standard", "d_sae": 8})], "probe")
+    sp = build_meta(arch)
+    with torch.no_grad():
+        out = sp.run(torch.zeros(1, 3, dtype=torch.long))
+    return "last" if out.shape[1] == 1 else "all"
+
+
+# ----- per-method plans ---------------------------------------------------------------------------
+
+@dataclass
+class MethodPlan:
+    method: str
+    rows: int  # prompt rows of the dominant pass
+    grad: bool
+    working: int  # bytes above static + resident
+    breakdown: dict[str, int]
+    working_alt: int | None  # the other logits mode
+    flops: float  # the method's discover, at the run's settings
+    eval_flops: float  # the evaluator's work for this method's cell
+    notes: str = ""
+
+    def total(self, static: int, resident: int) -> int:
+        return static + resident + self.working
+
+
+def _first_site_blocks(sp) -> int:
+    def start(site: str) -> int:  # the first block whose input depends on the site's latents
+        m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_(pre|post)", site)
+        return 0 if m is None else int(m.group(1)) + (m.group(2) == "post")
+
+    return sp.model.cfg.n_layers - min(start(s) for s in sp.sites)
+
+
+def plan_method(sp, st: Settings, name: str, alt_mode: str | None) -> MethodPlan:
+    """Simulate ``name`` at the settings; FLOPs scaled to the full run."""
+    method = method_instance(name, st.method_options.get(name, {}))
+    cfg = method.config
+    n, P = st.n_train, st.seq_len
+
+    def run_sim(mode: str, full: bool) -> tuple[Sim, dict]:
+        with logits_mode(sp, mode):
+            return _sim_one(sp, st, name, method, cfg, n, P, full)
+
+    sim, info = run_sim(st.logits, True)
+    alt = run_sim(alt_mode, False)[0].peak if alt_mode else None
+    return MethodPlan(name, info["rows"], info["grad"], sim.peak, sim.breakdown, alt, info["flops"](sim),
+                      0.0, info.get("notes", ""))
+
+
+def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: bool = True):
+    """One method's dominant computation under the tracker; ``full``: also count FLOPs (and their units)."""
+    import torch
+
+    S = {s: sp.d_sae(s) for s in sp.sites}
+
+    def simulate(sp, fn, **kw):
+        return simulate(sp, fn, flops=full, **kw)
+
+    if name == "attribution_patching":
+        bs = min(cfg.batch_size, n)
+        ctx = make_context(sp, st, bs)
+        sim = simulate(sp, lambda: method.discover(ctx))
+        return sim, {"rows": bs, "grad": True, "flops": lambda s: s.flops * math.ceil(n / bs)}
+    if name == "integrated_gradients":
+        b = min(cfg.batch_size, n)
+        ctx = make_context(sp, st, b)
+        sim = simulate(sp, lambda: method.discover(ctx))
+        rows = min(cfg.n_steps * b, max(b, cfg.internal_batch_size))
+        return sim, {"rows": rows, "grad": True, "flops": lambda s: s.flops * math.ceil(n / b),
+                     "notes": f"{cfg.path}, {cfg.n_steps} steps, {len(sp.sites) if cfg.path == 'per_sae' else 1} path(s) per batch"}
+    if name == "binary_mask":
+        ctx = make_context(sp, st, n)
+        grid = cfg.grid()
+        # The adaptive probe trains its whole ladder together: with fewer lambdas in the grid (quick), it is the peak.
+        probe_grid = cfg.probe_ladder() if getattr(cfg, "uses_probe", False) else []
+        sim_grid = probe_grid if len(probe_grid) > len(grid) else grid
+        ld_ref = torch.zeros(n, device=sp.device)
+        rows_per = min(cfg.batch_size, n)
+        group = len(sim_grid) if cfg.sweep == "batched" and cfg.max_rows == 0 else (
+            1 if cfg.sweep == "sequential" else max(1, cfg.max_rows // rows_per))
+        sim = simulate(sp, lambda: method.sweep(ctx, sim_grid, ld_ref, steps=2))
+        # FLOPs: a lambda-step is one forward + backward of batch_size rows; a logged step adds a forward.
+        unit = simulate(sp, lambda: _ap_unit(sp, ctx, rows_per)) if full else sim
+        fwd = simulate(sp, lambda: _fwd_unit(sp, ctx, rows_per)) if full else sim
+        total = round(1.1 * cfg.steps)
+        lam_steps = len(grid) * total
+        n_logs = len({round(k * total / cfg.n_log) for k in range(cfg.n_log)} | {total}) + 1 if cfg.n_log else 0
+        probe = 0
+        if getattr(cfg, "uses_probe", False) and hasattr(cfg, "probe_ladder"):
+            probe = len(cfg.probe_ladder()) * round(1.1 * cfg.probe_steps)
+        L = min(group, len(sim_grid))
+        mask_bytes = L * (P if cfg.granularity == "position" else 1) * sum(S.values()) * 4
+        notes = (f"{len(grid)} lambdas x {total} steps, {L} lambdas per forward; mask logits + grad + Adam moments "
+                 f"{4 * mask_bytes / GIB:.2f} GiB (in 'SAE lat./masks')"
+                 + (f", + probe {len(cfg.probe_ladder())} lambdas x {round(1.1 * cfg.probe_steps)} steps" if probe else ""))
+        return sim, {"rows": L * rows_per, "grad": True, "notes": notes,
+                     "flops": lambda s: unit.flops * (lam_steps + probe) + fwd.flops * (len(grid) * n_logs + math.ceil(n / 64) * 64 / rows_per)}
+    if name == "activation_patching":
+        m = min(cfg.max_prompts, n)
+        ctx = make_context(sp, st, m)
+        per_chunk = max(1, cfg.forward_batch // m)
+        sim = simulate(sp, lambda: method.discover(ctx), nonzero_rows=per_chunk)
+        marks = sim.nonzero_flops + [sim.flops]
+        per_site = [marks[i + 1] - marks[i] for i in range(len(sp.sites))] if len(marks) > len(sp.sites) else []
+        cands = min(st.candidates_per_pos, min(S.values())) * (P - 1)
+        chunks = math.ceil(cands / per_chunk)
+        base = marks[0] if marks else 0.0
+        return sim, {"rows": per_chunk * m, "grad": False,
+                     "notes": f"{cands} candidates per site (assumed {st.candidates_per_pos}/position), {chunks} chunks of {per_chunk} per site",
+                     "flops": lambda s: base + sum(f * chunks for f in per_site)}
+    if name == "activation_magnitude":
+        bs = min(getattr(cfg, "batch_size", 64), n)
+        ctx = make_context(sp, st, bs)
+        sim = simulate(sp, lambda: method.discover(ctx))
+        return sim, {"rows": bs, "grad": False, "flops": lambda s: s.flops * math.ceil(n / bs)}
+    if name == "random":
+        ctx = make_context(sp, st, 2)
+        sim = simulate(sp, lambda: method.discover(ctx))
+        return sim, {"rows": 0, "grad": False, "flops": lambda s: 0.0}
+    raise KeyError(name)
+
+
+def _ap_unit(sp, ctx, rows: int):
+    """One forward + backward of ``rows`` prompts with a float mask at every site (a mask / AP step)."""
+    import torch
+
+    masks = {s: torch.ones(ctx.train.n_pos, sp.d_sae(s), device=sp.device, requires_grad=True) for s in ctx.sites}
+    ld = ctx.masked_metric(masks, ctx.train.subset(list(range(rows))), 0)
+    ld.sum().backward()
+
+
+def _fwd_unit(sp, ctx, rows: int):
+    import torch
+
+    with torch.no_grad():
+        sp.run(ctx.train.clean[:rows])
+
+
+def plan_evaluator(sp, st: Settings, alt_mode: str | None) -> tuple[MethodPlan, float]:
+    """The evaluator's stacked forward (``max_rows`` rows, bool masks per row); FLOPs per evaluated row."""
+    from bench.eval.evaluate import Evaluator, SplitData
+
+    ctx = make_context(sp, st, st.n_test)
+    universe = {s: c.clone() for s, c in ctx.candidates.items()}
+    per = max(1, st.max_rows // st.n_test)
+
+    def fn():
+        ev = Evaluator(sp, {"test": SplitData(ctx.train, ctx.replacement)}, universe, max_rows=st.max_rows)
+        return ev.lds([universe] * per, "test")
+
+    def run(mode, flops):
+        with logits_mode(sp, mode):
+            return simulate(sp, fn, flops=flops)
+
+    sim = run(st.logits, False)
+    alt = run(alt_mode, False).peak if alt_mode else None
+    row = simulate(sp, lambda: _fwd_unit(sp, ctx, 1))
+    return (MethodPlan("evaluator", min(st.max_rows, per * st.n_test), False, sim.peak, sim.breakdown, alt, 0.0, 0.0,
+                       "every circuit's stacked forward (per method cell: sizes x (test + complement + train) + knockouts)"),
+            row.flops)
+
+
+def plan_setup(sp, st: Settings) -> tuple[int, int]:
+    """Task setup (latents of every train prompt for the candidates, the ablation's means): peak and resident."""
+    holder = {}
+
+    def fn():
+        holder["ctx"] = make_context(sp, st, st.n_train)
+
+    sim = simulate(sp, fn)
+    ctx = holder["ctx"]
+    resident = sum(v.numel() * v.element_size() for v in ctx.replacement.values.values())
+    resident += 2 * sum(c.numel() * c.element_size() for c in ctx.candidates.values())  # train candidates + universe
+    return sim.peak, resident
+
+
+def eval_rows_per_cell(st: Settings, n_universe: int) -> int:
+    """Rows the evaluator runs for one method cell: every size on test, complement and train, plus knockouts."""
+    from bench.eval.sizes import size_grid
+
+    try:
+        n_sizes = len(size_grid(n_universe, st.grid_per_decade))
+    except Exception:  # noqa: BLE001
+        n_sizes = max(1, round(st.grid_per_decade * math.log10(max(10, n_universe))))
+    return n_sizes * (2 * st.n_test + st.n_train) + (st.n_headline + 1) * 2 * st.n_knockout * st.n_test
+
+
+@dataclass
+class Plan:
+    preset: str
+    arch: Arch
+    settings: Settings
+    code_logits: str
+    static: dict[str, int]
+    setup_peak: int
+    resident: int
+    methods: list[MethodPlan]
+    per_block_token: float  # bytes kept per block per token by a gradient pass (attribution patching)
+
+    @property
+    def static_total(self) -> int:
+        return sum(self.static.values())
+
+    def fits(self, working: int) -> str:
+        total = self.static_total + self.resident + working
+        cap = self.settings.gpu_memory_gib * GIB
+        if total * (1 + GPU_FRAGMENTATION) + GPU_RESERVE_GIB * GIB <= cap:
+            return "yes"
+        return "tight" if total <= cap else "no"
+
+    def to_dict(self) -> dict:
+        st = self.settings
+        return {
+            "preset": self.preset, "architecture_source": self.arch.source, "checks": self.arch.checks,
+            "architecture": {k: self.arch.cfg.get(k) for k in (*ARCH_KEYS, "n_ctx", "original_architecture")},
+            "saes": [{"hook": h, "d_sae": int(c["d_sae"]), "architecture": c.get("architecture")} for h, c in self.arch.saes],
+            "settings": dataclasses.asdict(st),
+            "logits_in_code": self.code_logits,
+            "bytes": {"static": self.static, "resident": self.resident, "setup_peak_working": self.setup_peak},
+            "per_block_per_token_bytes": self.per_block_token,
+            "gpu_memory_gib": st.gpu_memory_gib, "tflops": st.throughput / 1e12,
+            "methods": [{
+                "method": m.method, "rows": m.rows, "grad": m.grad, "working_bytes": m.working,
+                "peak_bytes": m.total(self.static_total, self.resident), "breakdown_at_peak": m.breakdown,
+                "peak_bytes_other_logits_mode": (None if m.working_alt is None
+                                                 else m.working_alt + self.static_total + self.resident),
+                "flops": m.flops, "eval_flops": m.eval_flops,
+                "seconds": (m.flops + m.eval_flops) / st.throughput, "fits": self.fits(m.working), "notes": m.notes,
+            } for m in self.methods],
+        }
+
+
+def make_plan(preset, settings: Settings | None = None, world_dir=None) -> Plan:
+    import torch
+
+    from bench.model.presets import get_preset
+
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    st = settings or Settings.defaults(dtype=p.dtype)
+    arch = resolve_arch(p, world_dir)
+    sp = build_meta(arch, st.dtype, st.error_policy)
+    code = code_logits_mode()
+    if st.logits == "code":
+        alt = "all" if code == "last" else "last"
+    else:
+        alt = None
+    static = static_bytes(sp)
+    setup_peak, resident = plan_setup(sp, st)
+    torch.manual_seed(0)
+    methods = []
+    for name in st.methods:
+        if name not in MODELLED:
+            continue
+        methods.append(plan_method(sp, st, name, alt))
+    ev, row_flops = plan_evaluator(sp, st, alt)
+    n_universe = sum(min(st.candidates_per_pos, sp.d_sae(s)) * (st.seq_len - 1) for s in sp.sites)
+    per_cell = eval_rows_per_cell(st, n_universe) * row_flops
+    for m in methods:
+        m.eval_flops = per_cell
+    ev.flops = 0.0
+    methods.append(ev)
+    ap = next((m for m in methods if m.method == "attribution_patching"), None)
+    per_block = 0.0
+    if ap is not None:
+        tokens = ap.rows * st.seq_len
+        per_block = ap.breakdown.get("activations", 0) / max(1, tokens * _first_site_blocks(sp))
+    return Plan(p.name, arch, st, code, static, setup_peak, resident, methods, per_block)
+
+
+# ----- output -------------------------------------------------------------------------------------
+
+def _gib(b: float) -> str:
+    return f"{b / GIB:.1f}" if b >= 0.095 * GIB else f"{b / GIB:.2f}"
+
+
+def _flops(f: float) -> str:
+    return f"{f:.2e}"
+
+
+def _secs(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def format_plan(plan: Plan) -> str:
+    st, a = plan.settings, plan.arch
+    c = a.cfg
+    other = "all positions" if plan.code_logits == "last" else "last position"
+    lines = [
+        f"# bench plan: {plan.preset} ({st.dtype})",
+        "",
+        f"Architecture ({a.source}): {c.get('n_layers')} layers, d_model {c.get('d_model')}, d_mlp {c.get('d_mlp')}, "
+        f"{c.get('n_heads')} heads x d_head {c.get('d_head')}"
+        + (f", {c.get('n_key_value_heads')} KV heads" if c.get("n_key_value_heads") else "")
+        + f", vocab {c.get('d_vocab')}; SAEs: " + ", ".join(f"{h} (d_sae {int(sc['d_sae'])}, {sc.get('architecture')})" for h, sc in a.saes),
+    ]
+    bad = [x for x in a.checks if x.startswith("MISMATCH")]
+    if a.checks:
+        lines.append(f"Cross-checks: {len(a.checks) - len(bad)} ok" + (f"; {'; '.join(bad)}" if bad else ""))
+    lines += [
+        f"Settings: {st.n_train} train / {st.n_test} test prompts of {st.seq_len} tokens, ablation {st.ablation}, "
+        f"error {st.error_policy}, evaluator max_rows {st.max_rows}; logits: the code computes the "
+        f"{'last position only' if plan.code_logits == 'last' else 'all positions'}.",
+        f"Static: model {_gib(plan.static['model'])} GiB (parameters + buffers, TL layout) + SAEs {_gib(plan.static['saes'])} GiB; "
+        f"resident per task {_gib(plan.resident)} GiB; task setup peaks at {_gib(plan.setup_peak)} GiB above static. "
+        f"A gradient pass keeps {plan.per_block_token / 1024:.0f} KiB per block per token of activations "
+        "(plus the weight copies).",
+        "",
+        f"| method | rows/pass | grad | peak GiB | weight copies | activations | SAE lat./masks | logits | "
+        f"peak if logits at {other} | FLOPs (discover) | time @ {st.throughput / 1e12:.0f} TFLOP/s | fits {st.gpu_memory_gib:g} GiB |",
+        "|---|---:|:-:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|",
+    ]
+    for m in plan.methods:
+        b = m.breakdown
+        alt = "" if m.working_alt is None else _gib(m.working_alt + plan.static_total + plan.resident)
+        t = _secs((m.flops + m.eval_flops) / st.throughput) if m.method != "evaluator" else ""
+        lines.append(
+            f"| {m.method} | {m.rows} | {'yes' if m.grad else 'no'} | {_gib(m.total(plan.static_total, plan.resident))} | "
+            f"{_gib(b.get('weight copies', 0))} | {_gib(b.get('activations', 0))} | {_gib(b.get('SAE latents/masks', 0))} | "
+            f"{_gib(b.get('logits', 0))} | {alt} | {_flops(m.flops) if m.method != 'evaluator' else ''} | {t} | "
+            f"{plan.fits(m.working)} |")
+    lines += ["", "Time includes the evaluator's work for the method's cell. Notes:"]
+    lines += [f"- {m.method}: {m.notes}" for m in plan.methods if m.notes]
+    lines += [
+        f"- 'fits': peak x {1 + GPU_FRAGMENTATION:.2f} + {GPU_RESERVE_GIB:g} GiB (CUDA context, allocator) within "
+        f"--gpu-memory; 'tight': only the bare peak fits.",
+        "- Peaks come from running the code on the meta device (no weights); FLOPs count matmuls only.",
+        f"- Not simulated: loading. from_pretrained holds the HF checkpoint and the TL copy in host RAM at once "
+        f"(about {_gib(2 * plan.static['model'])} GiB for a hub preset).",
+    ]
+    return "\n".join(lines)
+
+
+def fit_settings(preset, st: Settings, world_dir=None, max_rows_pinned: bool = False):
+    """``st`` with the batch-like options :mod:`bench.plan.budget` fits to ``st.gpu_memory_gib``; and the fit."""
+    from bench.plan.budget import EVALUATOR, fit
+    from bench.run.config import RunConfig
+
+    rc = RunConfig(preset=preset.name, methods=tuple(m for m in st.methods if m in MODELLED) or ("random",),
+                   n_train=st.n_train, n_test=st.n_test, error_policy=st.error_policy, ablation=st.ablation,
+                   max_rows=st.max_rows, method_options=st.method_options, world_dir=world_dir)
+    fitted = fit(preset, rc, st.gpu_memory_gib, dtype=st.dtype, seq_len=st.seq_len, max_rows_pinned=max_rows_pinned)
+    opts = {m: {**o, **st.method_options.get(m, {})} for m, o in fitted.options.items() if m != EVALUATOR}
+    return dataclasses.replace(st, method_options=opts, max_rows=fitted.options[EVALUATOR]["max_rows"]), fitted

@@ -1,0 +1,25 @@
+"""A results directory's figures and report, drawn from its stored rows (no model run)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("bench")
+
+
+def render_run(results: Path, fig_dir: Path) -> None:
+    """Every figure and the report of a results directory, from its stored rows and labels."""
+    from bench.report.write import write_report
+    from bench.run.labels import load_labels
+    from bench.run.results import load_results
+    from figures import render_all
+
+    df = load_results(results)
+    labels = load_labels(results)
+    if labels is None:
+        log.warning("%s: no latent labels, so the case-study figures name latents by index only; "
+                    "'python -m bench labels --results %s' computes them and redraws", results, results)
+    written = render_all(df, fig_dir, labels)
+    report = write_report(df, results, fig_dir)
+    log.info("figures: %d files in %s; report: %s", len(written), fig_dir, report)

@@ -1,0 +1,203 @@
+"""``ray``: Each job as a Ray task in a fresh worker process (``max_calls=1``, ``max_retries=0``), with the
+    job's ``num_cpus`` / ``num_gpus``. Rows travel back as the task's return value (no shared
+    filesystem needed). The task first reports that it started; the driver cancels it
+    (``ray.cancel(force=True)``) ``timeout_s`` after that. Memory limits are enforced by a
+    watchdog thread in the worker (Ray's own memory monitor only protects a whole node): above the
+    limit it interrupts the job (the job's error then names the limit and the peak), and ends the
+    worker if the job has not stopped within a few seconds. A crashed worker arrives as a
+    ``ray.exceptions.WorkerCrashedError``, which does not say why it died.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.errors import UsageError
+from bench.run.executors.base import (
+    Executor,
+    Job,
+    JobResult,
+    OnResult,
+    adopt_sys_path,
+    driver_sys_path,
+    error_result,
+    execute,
+    one_line,
+    pickle_job,
+)
+
+log = logging.getLogger(__name__)
+
+# A force-cancelled Ray task whose cancellation has not arrived after this long is given up on.
+_CANCEL_GIVE_UP_S = 60.0
+
+
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """Start a new local Ray instance whose processes talk over 127.0.0.1 only."""
+    # With this variable at 0 Ray uses 127.0.0.1 as the node address instead of the machine's
+    # network address. Ray reads it when it is imported: the processes ray.init starts (GCS, raylet,
+    # workers) see it in their environment; this process may have imported ray already, so its
+    # copy of the setting is overridden for the duration of ray.init (later calls in this process
+    # take the address from the started node).
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        # address="local": a new instance even if RAY_ADDRESS or a `ray start` cluster is around.
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def _ray_job(sys_path: list[str], payload: bytes):
+    """The Ray task (a streaming generator): report the start, then the outcome."""
+    adopt_sys_path(sys_path)
+    try:
+        job = pickle.loads(payload)
+    except BaseException as exc:  # noqa: BLE001
+        yield ("done", None, f"the worker could not load the job ({one_line(exc)})", traceback.format_exc(),
+               0.0, math.nan, "fresh_process")
+        return
+    yield ("started", os.getpid())
+    yield ("done", *execute(job, fresh=True, enforce_limit=True))
+
+
+_RAY_REMOTE = None
+
+
+def _ray_remote():
+    global _RAY_REMOTE
+    if _RAY_REMOTE is None:
+        import ray
+
+        _RAY_REMOTE = ray.remote(max_calls=1, max_retries=0, num_returns="streaming")(_ray_job)
+    return _RAY_REMOTE
+
+
+@dataclass
+class _Task:
+    job: Job
+    submitted: float
+    started: float | None = None
+    cancelled: bool = False
+    cancelled_at: float = 0.0
+
+
+class RayExecutor(Executor):
+    """Jobs as Ray tasks. Starts a local instance on first use unless Ray is already initialised
+    or ``address`` is given; shuts down (or disconnects from) only what it started, in ``close``."""
+
+    name = "ray"
+    accepts_address = True
+
+    def __init__(self, jobs: int = 1, address: str | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise UsageError("the ray executor needs `pip install sae-circuit-bench[ray]`") from None
+        super().__init__(jobs, address)
+        self._ray = ray
+        self._owned = False
+
+    def _ensure_ray(self) -> None:
+        ray = self._ray
+        if ray.is_initialized():
+            return
+        if self.address is None:
+            start_local_ray(self.jobs)
+        else:
+            ray.init(address=self.address)  # joining: close() only disconnects
+        self._owned = True
+
+    def run(self, jobs: Sequence[Job], on_result: OnResult) -> None:
+        if not jobs:
+            return
+        ray = self._ray
+        self._ensure_ray()
+        remote = _ray_remote()
+        sys_path = driver_sys_path()
+        tasks: dict[Any, _Task] = {}
+        try:
+            for job in jobs:
+                payload, error = pickle_job(job)
+                if error:
+                    on_result(job, error_result(error, 0.0))
+                    continue
+                gen = remote.options(num_cpus=job.num_cpus, num_gpus=job.num_gpus, name=job.label[:200]).remote(sys_path, payload)
+                tasks[gen] = _Task(job, time.monotonic())
+            while tasks:
+                ready, _ = ray.wait(list(tasks), num_returns=1, timeout=self._wait_s(tasks.values()))
+                for gen in ready:
+                    result = self._receive(gen, tasks[gen])
+                    if result is not None:
+                        del tasks[gen]
+                        on_result(result[0], result[1])
+                now = time.monotonic()
+                for gen, t in list(tasks.items()):
+                    if t.started is not None and t.job.timeout_s is not None and not t.cancelled \
+                            and now > t.started + t.job.timeout_s:
+                        t.cancelled = True
+                        t.cancelled_at = now
+                        ray.cancel(gen, force=True)
+                    elif t.cancelled and now > t.cancelled_at + _CANCEL_GIVE_UP_S:  # the cancel never came back
+                        del tasks[gen]
+                        on_result(t.job, error_result(f"exceeded the cell timeout of {t.job.timeout_s:g} s", now - t.started))
+        finally:
+            for gen, t in tasks.items():
+                if not t.cancelled:
+                    try:
+                        ray.cancel(gen, force=True)
+                    except Exception:  # noqa: BLE001
+                        pass
+
+    @staticmethod
+    def _wait_s(tasks) -> float:
+        now = time.monotonic()
+        t = 1.0
+        for task in tasks:
+            if task.started is not None and task.job.timeout_s is not None and not task.cancelled:
+                t = min(t, max(0.0, task.started + task.job.timeout_s - now))
+        return t
+
+    def _receive(self, gen, t: _Task) -> tuple[Job, JobResult] | None:
+        ray = self._ray
+        exc_mod = ray.exceptions
+        now = time.monotonic()
+        wall = now - (t.started or t.submitted)
+        try:
+            msg = ray.get(next(gen))
+        except StopIteration:
+            return t.job, error_result("the Ray task ended without a result", wall)
+        except exc_mod.TaskCancelledError:
+            why = f"exceeded the cell timeout of {t.job.timeout_s:g} s" if t.cancelled else "the Ray task was cancelled"
+            return t.job, error_result(why, wall)
+        except exc_mod.OutOfMemoryError:
+            return t.job, error_result("worker killed by Ray's memory monitor (the node ran out of memory)", wall)
+        except exc_mod.WorkerCrashedError:
+            why = "worker crashed (Ray WorkerCrashedError: it died from a signal, os._exit or the out-of-memory killer)"
+            if t.job.max_memory_mb is not None:
+                why += f"; or its job exceeded the memory limit of {t.job.max_memory_mb:g} MB and ignored the interrupt"
+            return t.job, error_result(why, wall)
+        except exc_mod.RayError as exc:
+            return t.job, error_result(f"Ray failed to run the job: {one_line(exc)}", wall)
+        if msg[0] == "started":
+            t.started = now
+            return None
+        rows, error, tb, wall, peak, measure = msg[1:]
+        return t.job, JobResult(rows, error, wall, peak, measure, tb)
+
+    def close(self) -> None:
+        if self._owned and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._owned = False

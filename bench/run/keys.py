@@ -1,0 +1,159 @@
+"""Cache keys of cells: a finished cell is reused only when everything that made it is unchanged.
+
+A cell's key holds its settings, the world's fingerprint, the task and seed, the method's name,
+version and options, and two hashes of source code, each found from the imports themselves (never
+from a list of file names, which a move would silently outdate):
+
+* :func:`code_version`: every first-party module (``bench``, ``tasks``) that the cell pipeline
+  imports, directly or not (:data:`EVALUATION_ROOTS`). Editing the evaluator, the sizes, the
+  spliced model, the data or anything they import recomputes every cell.
+* :func:`method_source_key`: the method's own module and the modules of its own package that it
+  imports. Editing one method recomputes only that method's cells.
+
+A module the closure needs whose source file cannot be found is an error (:class:`SourceError`),
+never skipped: a key that silently leaves a file out would reuse stale cells.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import importlib.util
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from bench import SCHEMA_VERSION
+from bench.api import Method
+from bench.errors import BenchError
+from bench.run.config import RunConfig
+
+# What computes a cell's rows: the world's loading and splicing, setup (data, ablation, candidates,
+# evaluator), the cell's steps and
+# its rows. Everything they import from the first-party packages below is hashed with them.
+EVALUATION_ROOTS = ("bench.model.loading", "bench.run.setup", "bench.run.cell", "bench.run.rows")
+FIRST_PARTY = ("bench", "tasks")
+
+
+class SourceError(BenchError):
+    """A module that a cache key must cover has no readable source file."""
+
+
+def _read_source(path: Path) -> bytes:
+    """The bytes a key hashes (one function, so a test can stand in an edited file)."""
+    return path.read_bytes()
+
+
+def _spec_origin(name: str) -> tuple[Path | None, bool]:
+    """(source file, is a namespace package) of module ``name``; (None, False) if not found."""
+    mod = sys.modules.get(name)
+    file = getattr(mod, "__file__", None) if mod is not None else None
+    if file:
+        return Path(file), False
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None, False
+    if spec is None:
+        return None, False
+    if spec.origin in (None, "namespace") and spec.submodule_search_locations is not None:
+        return None, True
+    return (Path(spec.origin) if spec.origin else None), False
+
+
+def _is_module(name: str) -> bool:
+    path, namespace = _spec_origin(name)
+    return namespace or path is not None
+
+
+def _imports(path: Path, module: str, is_package: bool) -> set[str]:
+    """Every module named by an import statement of ``path`` (anywhere in it, functions included);
+    ``from a import b`` counts ``a.b`` too when that is a module."""
+    tree = ast.parse(_read_source(path), filename=str(path))
+    package = module if is_package else module.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            out.add(target)
+            out |= {f"{target}.{a.name}" for a in node.names if a.name != "*" and _is_module(f"{target}.{a.name}")}
+    return out
+
+
+def _with_parents(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def module_closure(roots: tuple[str, ...] | list[str], within: tuple[str, ...]) -> dict[str, Path]:
+    """Module name -> source file of ``roots`` and of every module in the packages ``within`` that
+    they import, transitively (their parent packages' ``__init__`` too, which importing runs)."""
+    found: dict[str, Path] = {}
+    todo = [p for r in roots for p in _with_parents(r)]
+    while todo:
+        name = todo.pop()
+        if name in found or name.split(".")[0] not in within:
+            continue
+        path, namespace = _spec_origin(name)
+        if namespace:
+            continue  # a folder without __init__.py: no code of its own
+        if path is None or not path.is_file():
+            raise SourceError(f"cache key: the source of module {name!r} cannot be found ({path or 'no file'}); "
+                              "a key without it could reuse stale cells")
+        found[name] = path
+        for dep in _imports(path, name, path.name == "__init__.py"):
+            todo += [p for p in _with_parents(dep) if p not in found]
+    return found
+
+
+def _hash(files: dict[str, Path]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + _read_source(files[name]) + b"\0")
+    return h.hexdigest()[:12]
+
+
+@functools.cache
+def code_version() -> str:
+    """A hash of the evaluation code: every first-party module the cell pipeline imports."""
+    return _hash(module_closure(EVALUATION_ROOTS, FIRST_PARTY))
+
+
+@functools.cache
+def method_source_key(cls: type) -> str:
+    """A hash of a method's own source: its module and the modules of its package it imports.
+    (The ``bench`` modules it uses are in :func:`code_version` already.)"""
+    module = cls.__module__
+    top = module.split(".")[0]
+    return _hash(module_closure((module,), (top,)))
+
+
+def clear() -> None:
+    """Forget the cached hashes (after a source file changed in this process)."""
+    code_version.cache_clear()
+    method_source_key.cache_clear()
+
+
+def _key(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cell_key(cfg: RunConfig, world, task_name: str, task_version: str, seed: int, method: Method | str,
+             extra_sizes: list[int] | None = None) -> str:
+    skip = ("tasks", "methods", "method_options", "world_dir", "device", "seeds", "max_rows")
+    settings = {k: v for k, v in asdict(cfg).items() if k not in skip}
+    if isinstance(method, str):
+        mid = method
+    else:
+        mid = [method.name, method.version, method.config.to_dict(), method_source_key(type(method))]
+    return _key([SCHEMA_VERSION, code_version(), settings, world.fingerprint, task_name, task_version, seed, mid,
+                 sorted(extra_sizes or [])])
