@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from bench.errors import UsageError, did_you_mean
+from bench.errors import BenchError, UsageError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,9 @@ DIST = "sae-circuit-bench"
 GROUPS = {"method": "sae_circuit_bench.methods", "task": "sae_circuit_bench.tasks",
           "executor": "sae_circuit_bench.executors"}
 
-# Where the built-ins are listed: pyproject.toml's entry points (the one list). An installed suite
-# reads them from its metadata; a source tree that was never pip-installed reads the file itself.
+# Where the built-ins are listed: pyproject.toml's entry points (the one list). A source checkout
+# (installed editable or not at all) reads the file itself, so a built-in added there is seen at
+# once; an installed wheel, which has no pyproject.toml beside it, reads its metadata.
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
@@ -55,15 +56,33 @@ def plugins_enabled() -> bool:
     return os.environ.get("BENCH_NO_PLUGINS", "") not in ("1", "true", "yes")
 
 
-def _builtins_from_source(group: str) -> dict[str, str]:
-    """The suite's own entry points of ``group``, read from pyproject.toml (source tree, not installed)."""
+def _builtins_from_source(group: str) -> dict[str, str] | None:
+    """The suite's own entry points of ``group`` from the pyproject.toml beside the package, in the
+    file's order; None where there is no such file (an installed wheel)."""
     import tomllib
 
+    if not PYPROJECT.is_file():
+        return None
     try:
         project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
     except (OSError, KeyError, ValueError):
-        return {}
+        return None
+    if project.get("name") != DIST:
+        return None  # some other project's file
     return dict(project.get("entry-points", {}).get(group, {}))
+
+
+def builtins(kind: str, installed: list | None = None) -> dict[str, str]:
+    """The suite's own ``kind``: name -> ``module:Class`` (pyproject.toml's entry points)."""
+    group = GROUPS[kind]
+    own = _builtins_from_source(group)
+    if own is None:
+        eps = installed if installed is not None else list(entry_points(group=group))
+        own = {ep.name: ep.value for ep in eps if ep.dist is not None and ep.dist.metadata["Name"] == DIST}
+    if not own:
+        raise BenchError(f"no built-in {kind}s found: neither {PYPROJECT} nor the installed metadata of {DIST} lists "
+                         f"the entry-point group {group!r}; reinstall the suite (pip install -e .)")
+    return own
 
 
 def entries(kind: str) -> dict[str, Entry]:
@@ -71,12 +90,8 @@ def entries(kind: str) -> dict[str, Entry]:
     The suite's own come first; a plugin cannot take one of their names."""
     from bench import __version__
 
-    group = GROUPS[kind]
-    installed = list(entry_points(group=group))
-    own = {ep.name: ep.value for ep in installed if ep.dist is not None and ep.dist.metadata["Name"] == DIST}
-    if not own:
-        own = _builtins_from_source(group)
-    found: dict[str, Entry] = {n: Entry(kind, n, t, DIST, __version__) for n, t in own.items()}
+    installed = list(entry_points(group=GROUPS[kind]))
+    found: dict[str, Entry] = {n: Entry(kind, n, t, DIST, __version__) for n, t in builtins(kind, installed).items()}
     for ep in installed:
         dist = ep.dist.metadata["Name"] if ep.dist else "?"
         version = ep.dist.version if ep.dist else "?"

@@ -82,3 +82,13 @@ def node_ip(arg):
     import ray
 
     return [{"metric": "node_ip", "text": ray.util.get_node_ip_address()}]
+
+
+# A plugin executor, registered by tests through a fake entry point (tests/test_executors.py).
+from bench.run.executors.inline import InlineExecutor  # noqa: E402
+
+
+class SerialExecutor(InlineExecutor):
+    """The inline executor under another name: what a third-party executor plugin looks like."""
+
+    name = "serial"

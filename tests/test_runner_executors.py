@@ -1,6 +1,6 @@
 """The runner on every executor: the same rows as inline; crashing, hogging and hanging plugins
 become error rows while the other cells finish; a killed Ray driver resumes with only the missing
-cells; a changed evaluation code version recomputes cached cells."""
+cells; edited evaluation code recomputes every cached cell, an edited method only its own."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ def _table(out: Path) -> pd.DataFrame:
     return df.sort_values(list(df.columns)).reset_index(drop=True)
 
 
-def _argv(world: Path, out: Path, *extra: str, methods: str = "binary_mask,attribution_patching,random") -> list[str]:
-    return ["run", "--methods", methods, "--tasks", "sva", "--seeds", "0,1", "--world", str(world), "--out", str(out),
+def _argv(world: Path, out: Path, *extra: str, methods: str = "binary_mask,attribution_patching,random",
+          seeds: str = "0,1") -> list[str]:
+    return ["run", "--methods", methods, "--tasks", "sva", "--seeds", seeds, "--world", str(world), "--out", str(out),
             "--quick", "--no-figures", "--no-progress", "--n-train", "16", "--n-test", "16",
             "--option", "binary_mask.steps=8", "--option", "binary_mask.n_lambdas=3", *extra]
 
@@ -126,18 +127,35 @@ def test_killed_ray_driver_resumes_with_only_the_missing_cells(tmp_path, tiny_wo
     pd.testing.assert_frame_equal(_table(out), _table(ref))
 
 
-def test_changed_evaluation_code_recomputes_cached_cells(tmp_path, tiny_world_dir, monkeypatch):
-    from bench.run import cell as harness
+def _edited(monkeypatch, suffix: str) -> None:
+    """Make the cache keys read the file ending in ``suffix`` as if it had been edited."""
+    from bench.run import keys
+
+    real = keys._read_source
+    monkeypatch.setattr(keys, "_read_source", lambda p: real(p) + (b"\n# edited\n" if str(p).endswith(suffix) else b""))
+    keys.clear()
+
+
+def test_editing_the_evaluator_recomputes_every_cell_and_editing_a_method_only_its_own(tmp_path, tiny_world_dir,
+                                                                                      monkeypatch):
+    from bench.run import keys
 
     out = tmp_path / "out"
-    argv = _argv(tiny_world_dir, out, methods="attribution_patching")
-    assert main(argv) == 0
-    assert main(argv) == 0
-    assert json.loads((out / "run.json").read_text())["cells"]["kept_from_earlier"] == 4
-    real = harness.code_version()
-    monkeypatch.setattr(harness, "code_version", lambda: real + "-changed")
-    assert main(argv) == 0
-    assert json.loads((out / "run.json").read_text())["cells"] == {"run": 4, "kept_from_earlier": 0, "failed": 0}
+    argv = _argv(tiny_world_dir, out, methods="random,activation_magnitude", seeds="0")
+    cells = lambda: json.loads((out / "run.json").read_text())["cells"]  # noqa: E731
+    try:
+        assert main(argv) == 0
+        assert main(argv) == 0
+        assert cells() == {"run": 0, "kept_from_earlier": 3, "failed": 0}  # reference + two methods
+        _edited(monkeypatch, "methods/random_ranking.py")
+        assert main(argv) == 0
+        assert cells() == {"run": 1, "kept_from_earlier": 2, "failed": 0}  # only random's cell
+        _edited(monkeypatch, "bench/eval/evaluate.py")
+        assert main(argv) == 0
+        assert cells() == {"run": 3, "kept_from_earlier": 0, "failed": 0}  # every cell
+    finally:
+        monkeypatch.undo()
+        keys.clear()
 
 
 def test_a_second_run_on_the_same_directory_is_refused(tmp_path, tiny_world_dir, capsys):

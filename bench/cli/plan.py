@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from bench.plan.budget import fit_settings
 from bench.plan.estimate import (
     DEFAULT_CANDIDATES_PER_POS,
     DEFAULT_SEQ_LEN,
     DEFAULT_TFLOPS,
     DTYPE_BYTES,
     Settings,
-    fit_settings,
     format_plan,
     make_plan,
 )

@@ -115,10 +115,11 @@ def _task_n_train(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[str,
 
 
 def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tuple[str, ...] | None):
-    from bench.run.config import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig
+    from bench.run.config import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig, run_defaults
 
-    n_train = args.n_train if args.n_train is not None else (64 if args.quick else 128)
-    n_test = args.n_test if args.n_test is not None else (64 if args.quick else 128)
+    d = run_defaults(args.quick)
+    n_train = args.n_train if args.n_train is not None else d["n_train"]
+    n_test = args.n_test if args.n_test is not None else d["n_test"]
     if args.seed is not None and args.seeds is not None:
         raise UsageError("give --seed or --seeds, not both")
     if args.seed is not None:
@@ -129,16 +130,15 @@ def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tu
         except ValueError:
             raise UsageError(f"--seeds {args.seeds!r}: expected a comma list of integers, e.g. 0,1,2") from None
     else:
-        seeds = (0,) if args.quick else (0, 1, 2)
+        seeds = d["seeds"]
     from bench.plan.budget import apply_budget
 
     tasks = tasks or DEFAULT_TASKS
     return apply_budget(RunConfig(
         preset=args.preset, tasks=tasks, methods=methods or DEFAULT_METHODS, task_n_train=_task_n_train(args, tasks),
         error_policy=args.error_policy, ablation=args.ablation, seeds=seeds, n_train=n_train, n_test=n_test,
-        grid_per_decade=3 if args.quick else 5, n_knockout=4, quick=args.quick,
-        # quick: train F and knockout on 32 prompts (the full run: 64), to stay a first look
-        n_train_eval=32 if args.quick else 64, n_knockout_prompts=32 if args.quick else 64,
+        grid_per_decade=d["grid_per_decade"], n_knockout=d["n_knockout"], quick=args.quick,
+        n_train_eval=d["n_train_eval"], n_knockout_prompts=d["n_knockout_prompts"],
         method_options=parse_method_options(args.option), world_dir=args.world, device=args.device,
         max_rows=default_max_rows(args.device) if args.max_rows is None else args.max_rows, sites=_csv(args.sites) if args.sites else (),
         answers=args.answers,

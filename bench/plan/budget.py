@@ -11,7 +11,7 @@ which is ``bench plan``'s "fits" rule (``Plan.fits``: allocator slack and the CU
 *static* is the model's and every SAE's parameters and buffers; *resident* is what each cached task
 setup keeps on the device (replacement latents of both splits, candidates), times the setups the
 runner keeps at once; *working* is the tracked peak of the method's own code on PyTorch's meta
-device (:mod:`bench.plan.estimate`'s tracker), at that rung.
+device (:mod:`bench.plan.simulate`'s tracker), at that rung.
 
 Search: the configured rung first (if it fits, nothing changes); else the one-row rung (if even
 that does not fit: a one-line :class:`~bench.errors.UsageError` naming the method and the memory it
@@ -48,6 +48,16 @@ import logging
 from dataclasses import dataclass, field
 
 from bench.errors import UsageError
+from bench.plan.estimate import (
+    DEFAULT_SEQ_LEN,
+    GIB,
+    GPU_FRAGMENTATION,
+    GPU_RESERVE_GIB,
+    MODELLED,
+    Settings,
+    make_context,
+    plan_setup,
+)
 
 log = logging.getLogger("bench")
 
@@ -66,7 +76,6 @@ MAX_SECANT_STEPS = 4
 
 def usable_bytes(budget_gib: float) -> float:
     """Bytes of tensors a budget allows under ``bench plan``'s fits rule (5% slack + 1 GiB reserve)."""
-    from bench.plan.estimate import GIB, GPU_FRAGMENTATION, GPU_RESERVE_GIB
 
     return (budget_gib - GPU_RESERVE_GIB) * GIB / (1 + GPU_FRAGMENTATION)
 
@@ -181,7 +190,6 @@ class Fitter:
 
     def __post_init__(self) -> None:
         from bench.plan.arch import build_meta, resolve_arch, static_bytes
-        from bench.plan.estimate import plan_setup
 
         st = self.settings
         arch = resolve_arch(self.preset, self.world_dir)
@@ -191,7 +199,6 @@ class Fitter:
             sp = sp.with_sites(self.sites)
         self.sp, self.arch = sp, arch
         self.setup_peak, _ = plan_setup(sp, st)
-        from bench.plan.estimate import make_context
 
         ctx = make_context(sp, st, st.n_train)
         repl = sum(v.numel() * v.element_size() for v in ctx.replacement.values.values())
@@ -220,7 +227,6 @@ class Fitter:
     def _simulate(self, name: str, options: dict) -> int:
         import torch
 
-        from bench.plan.estimate import make_context
         from bench.plan.simulate import simulate
 
         sp, st = self.sp, self.settings
@@ -273,7 +279,6 @@ _FITTERS: dict = {}
 def fitter(preset, cfg, dtype: str | None = None, seq_len: int | None = None) -> Fitter:
     """The cached :class:`Fitter` of the run's preset and settings (built once per process)."""
     from bench.model.presets import get_preset
-    from bench.plan.estimate import DEFAULT_SEQ_LEN, Settings
 
     p = get_preset(preset) if isinstance(preset, str) else preset
     # The largest train split of the run's tasks (a task may ask for more than n_train, e.g. IOI).
@@ -373,7 +378,7 @@ class _Infeasible(Exception):
 
 def fit(preset, cfg, budget_gib: float, *, setups: int = 1, dtype: str | None = None, seq_len: int | None = None,
         pinned: dict[str, set[str]] | None = None, max_rows_pinned: bool = False) -> BudgetFit:
-    """Fit every method of ``cfg`` (a :class:`bench.run.cell.RunConfig`) and the evaluator to ``budget_gib``.
+    """Fit every method of ``cfg`` (a :class:`bench.run.config.RunConfig`) and the evaluator to ``budget_gib``.
 
     ``pinned``: per method, the option keys the user set (default: every key of ``cfg.method_options``);
     ``max_rows_pinned``: the user gave ``--max-rows``. ``setups``: task setups the runner keeps on the
@@ -388,9 +393,8 @@ def fit(preset, cfg, budget_gib: float, *, setups: int = 1, dtype: str | None = 
     usable = usable_bytes(budget_gib)
     resident = f.resident_per_setup * max(1, setups)
     avail = usable - f.static_total - resident
-    def need(w: float) -> str:  # the predicted peak, and the smallest budget it fits (the same rule)
-        from bench.plan.estimate import GIB, GPU_FRAGMENTATION, GPU_RESERVE_GIB
 
+    def need(w: float) -> str:  # the predicted peak, and the smallest budget it fits (the same rule)
         total = f.static_total + resident + w
         least = total * (1 + GPU_FRAGMENTATION) / GIB + GPU_RESERVE_GIB
         return f"{_gib(total)} GiB (a budget of {least:.{1 if least >= 10 else 3}f} GiB or more)"
@@ -505,3 +509,15 @@ def apply_budget(cfg, args):
             options[name] = {**mf.options, **options.get(name, {})}  # the user's own keys win (they are pinned)
     max_rows = result.methods[EVALUATOR].options.get("max_rows", cfg.max_rows)
     return dataclasses.replace(cfg, method_options=options, max_rows=max_rows)
+
+
+def fit_settings(preset, st: Settings, world_dir=None, max_rows_pinned: bool = False):
+    """``st`` with the batch-like options :mod:`bench.plan.budget` fits to ``st.gpu_memory_gib``; and the fit."""
+    from bench.run.config import RunConfig
+
+    rc = RunConfig(preset=preset.name, methods=tuple(m for m in st.methods if m in MODELLED) or ("random",),
+                   n_train=st.n_train, n_test=st.n_test, error_policy=st.error_policy, ablation=st.ablation,
+                   max_rows=st.max_rows, method_options=st.method_options, world_dir=world_dir)
+    fitted = fit(preset, rc, st.gpu_memory_gib, dtype=st.dtype, seq_len=st.seq_len, max_rows_pinned=max_rows_pinned)
+    opts = {m: {**o, **st.method_options.get(m, {})} for m, o in fitted.options.items() if m != EVALUATOR}
+    return dataclasses.replace(st, method_options=opts, max_rows=fitted.options[EVALUATOR]["max_rows"]), fitted

@@ -2,7 +2,7 @@
 
 No weights are read and nothing is fetched. The plan builds the preset's model and SAEs on PyTorch's
 ``meta`` device (tensors with shapes and dtypes but no storage), runs each method's own code on it
-at the run's settings, and counts, with a dispatch mode (:class:`Tracker`), the bytes of every tensor
+at the run's settings, and counts, with a dispatch mode (:mod:`bench.plan.simulate`), the bytes of every tensor
 storage alive after each operation. The largest count is the predicted peak of tensor memory (what
 ``torch.cuda.max_memory_allocated`` reports on a GPU, or the resident memory above the loaded model
 on a CPU). ``torch.utils.flop_counter`` counts the matmul FLOPs of the same runs.
@@ -55,12 +55,6 @@ GPU_FRAGMENTATION = 0.05  # caching-allocator slack on top of the tensor peak
 
 MODELLED = ("binary_mask", "attribution_patching", "integrated_gradients", "activation_patching",
             "activation_magnitude", "random")
-
-
-# ----- the meta model -----------------------------------------------------------------------------
-
-
-# ----- the tracker --------------------------------------------------------------------------------
 
 
 # ----- settings and contexts ----------------------------------------------------------------------
@@ -233,18 +227,18 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
 
     S = {s: sp.d_sae(s) for s in sp.sites}
 
-    def simulate(sp, fn, **kw):
+    def tracked(sp, fn, **kw):
         return simulate(sp, fn, flops=full, **kw)
 
     if name == "attribution_patching":
         bs = min(cfg.batch_size, n)
         ctx = make_context(sp, st, bs)
-        sim = simulate(sp, lambda: method.discover(ctx))
+        sim = tracked(sp, lambda: method.discover(ctx))
         return sim, {"rows": bs, "grad": True, "flops": lambda s: s.flops * math.ceil(n / bs)}
     if name == "integrated_gradients":
         b = min(cfg.batch_size, n)
         ctx = make_context(sp, st, b)
-        sim = simulate(sp, lambda: method.discover(ctx))
+        sim = tracked(sp, lambda: method.discover(ctx))
         rows = min(cfg.n_steps * b, max(b, cfg.internal_batch_size))
         return sim, {"rows": rows, "grad": True, "flops": lambda s: s.flops * math.ceil(n / b),
                      "notes": f"{cfg.path}, {cfg.n_steps} steps, {len(sp.sites) if cfg.path == 'per_sae' else 1} path(s) per batch"}
@@ -258,10 +252,10 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
         rows_per = min(cfg.batch_size, n)
         group = len(sim_grid) if cfg.sweep == "batched" and cfg.max_rows == 0 else (
             1 if cfg.sweep == "sequential" else max(1, cfg.max_rows // rows_per))
-        sim = simulate(sp, lambda: method.sweep(ctx, sim_grid, ld_ref, steps=2))
+        sim = tracked(sp, lambda: method.sweep(ctx, sim_grid, ld_ref, steps=2))
         # FLOPs: a lambda-step is one forward + backward of batch_size rows; a logged step adds a forward.
-        unit = simulate(sp, lambda: _ap_unit(sp, ctx, rows_per)) if full else sim
-        fwd = simulate(sp, lambda: _fwd_unit(sp, ctx, rows_per)) if full else sim
+        unit = tracked(sp, lambda: _ap_unit(sp, ctx, rows_per)) if full else sim
+        fwd = tracked(sp, lambda: _fwd_unit(sp, ctx, rows_per)) if full else sim
         total = round(1.1 * cfg.steps)
         lam_steps = len(grid) * total
         n_logs = len({round(k * total / cfg.n_log) for k in range(cfg.n_log)} | {total}) + 1 if cfg.n_log else 0
@@ -279,7 +273,7 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
         m = min(cfg.max_prompts, n)
         ctx = make_context(sp, st, m)
         per_chunk = max(1, cfg.forward_batch // m)
-        sim = simulate(sp, lambda: method.discover(ctx), nonzero_rows=per_chunk)
+        sim = tracked(sp, lambda: method.discover(ctx), nonzero_rows=per_chunk)
         marks = sim.nonzero_flops + [sim.flops]
         per_site = [marks[i + 1] - marks[i] for i in range(len(sp.sites))] if len(marks) > len(sp.sites) else []
         cands = min(st.candidates_per_pos, min(S.values())) * (P - 1)
@@ -291,11 +285,11 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
     if name == "activation_magnitude":
         bs = min(getattr(cfg, "batch_size", 64), n)
         ctx = make_context(sp, st, bs)
-        sim = simulate(sp, lambda: method.discover(ctx))
+        sim = tracked(sp, lambda: method.discover(ctx))
         return sim, {"rows": bs, "grad": False, "flops": lambda s: s.flops * math.ceil(n / bs)}
     if name == "random":
         ctx = make_context(sp, st, 2)
-        sim = simulate(sp, lambda: method.discover(ctx))
+        sim = tracked(sp, lambda: method.discover(ctx))
         return sim, {"rows": 0, "grad": False, "flops": lambda s: 0.0}
     raise KeyError(name)
 
@@ -512,16 +506,3 @@ def format_plan(plan: Plan) -> str:
         f"(about {_gib(2 * plan.static['model'])} GiB for a hub preset).",
     ]
     return "\n".join(lines)
-
-
-def fit_settings(preset, st: Settings, world_dir=None, max_rows_pinned: bool = False):
-    """``st`` with the batch-like options :mod:`bench.plan.budget` fits to ``st.gpu_memory_gib``; and the fit."""
-    from bench.plan.budget import EVALUATOR, fit
-    from bench.run.config import RunConfig
-
-    rc = RunConfig(preset=preset.name, methods=tuple(m for m in st.methods if m in MODELLED) or ("random",),
-                   n_train=st.n_train, n_test=st.n_test, error_policy=st.error_policy, ablation=st.ablation,
-                   max_rows=st.max_rows, method_options=st.method_options, world_dir=world_dir)
-    fitted = fit(preset, rc, st.gpu_memory_gib, dtype=st.dtype, seq_len=st.seq_len, max_rows_pinned=max_rows_pinned)
-    opts = {m: {**o, **st.method_options.get(m, {})} for m, o in fitted.options.items() if m != EVALUATOR}
-    return dataclasses.replace(st, method_options=opts, max_rows=fitted.options[EVALUATOR]["max_rows"]), fitted

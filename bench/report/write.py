@@ -15,7 +15,6 @@ import pandas as pd
 
 from bench.eval import verdict
 from bench.report import controls as control_report
-from bench.report.markdown import markdown_table  # noqa: F401 - re-exported: the sweep's report uses it
 from bench.report.sections import SECTIONS, ReportContext
 from bench.run.results import read_run_json
 

@@ -74,6 +74,18 @@ class RunConfig:
 
         check_answers(self.answers)
 
+# A --quick first look: one seed, 64 prompts, a coarser grid, train F and knockout on 32 prompts.
+# A full run uses RunConfig's own defaults for the same fields (FULL).
+QUICK = {"seeds": (0,), "n_train": 64, "n_test": 64, "grid_per_decade": 3, "n_knockout": 4, "n_train_eval": 32,
+         "n_knockout_prompts": 32}
+FULL = {k: RunConfig.__dataclass_fields__[k].default for k in QUICK}
+
+
+def run_defaults(quick: bool) -> dict:
+    """The defaults of a full run or of a --quick one (a copy)."""
+    return dict(QUICK if quick else FULL)
+
+
 # Task setups a process keeps (the default run has 12 task x seed groups); the memory budget
 # counts this many setups' resident state.
 MAX_SETUPS = 16

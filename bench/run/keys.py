@@ -5,10 +5,15 @@ version and options, and two hashes of source code, each found from the imports 
 from a list of file names, which a move would silently outdate):
 
 * :func:`code_version`: every first-party module (``bench``, ``tasks``) that the cell pipeline
-  imports, directly or not (:data:`EVALUATION_ROOTS`). Editing the evaluator, the sizes, the
-  spliced model, the data or anything they import recomputes every cell.
-* :func:`method_source_key`: the method's own module and the modules of its own package that it
-  imports. Editing one method recomputes only that method's cells.
+  imports, directly or not (:data:`EVALUATION_ROOTS`), imports inside functions included. Editing
+  the evaluator, the sizes, the spliced model, the data or anything they import recomputes every
+  cell. The closure errs on the side of recomputing: it also holds modules a cell only touches
+  lazily (the progress bar, the registry, the world's trainer behind the loader), so editing those
+  recomputes cells too.
+* :func:`method_source_key`: the modules of the method's class and of every class it inherits
+  from, and what they import from their own packages and the first-party ones, less what
+  :func:`code_version` already holds. Editing one method recomputes only that method's cells (and
+  those of methods built on it).
 
 A module the closure needs whose source file cannot be found is an error (:class:`SourceError`),
 never skipped: a key that silently leaves a file out would reuse stale cells.
@@ -30,10 +35,11 @@ from bench.api import Method
 from bench.errors import BenchError
 from bench.run.config import RunConfig
 
-# What computes a cell's rows: the world's loading and splicing, setup (data, ablation, candidates,
-# evaluator), the cell's steps and
-# its rows. Everything they import from the first-party packages below is hashed with them.
-EVALUATION_ROOTS = ("bench.model.loading", "bench.run.setup", "bench.run.cell", "bench.run.rows")
+# What computes a cell's rows and writes its file: the world's loading and splicing, setup (data,
+# ablation, candidates, evaluator), the cell's steps, its rows, the runner and the results store.
+# Everything they import from the first-party packages below is hashed with them.
+EVALUATION_ROOTS = ("bench.model.loading", "bench.run.setup", "bench.run.cell", "bench.run.rows", "bench.run.runner",
+                    "bench.run.results")
 FIRST_PARTY = ("bench", "tasks")
 
 
@@ -54,7 +60,7 @@ def _spec_origin(name: str) -> tuple[Path | None, bool]:
         return Path(file), False
     try:
         spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
+    except Exception:  # noqa: BLE001 - a module that cannot even be looked up is "not found" (then an error)
         return None, False
     if spec is None:
         return None, False
@@ -68,9 +74,10 @@ def _is_module(name: str) -> bool:
     return namespace or path is not None
 
 
-def _imports(path: Path, module: str, is_package: bool) -> set[str]:
+def _imports(path: Path, module: str, is_package: bool, within: tuple[str, ...]) -> set[str]:
     """Every module named by an import statement of ``path`` (anywhere in it, functions included);
-    ``from a import b`` counts ``a.b`` too when that is a module."""
+    ``from a import b`` counts ``a.b`` too when that is a module. Only modules of the packages
+    ``within`` are looked up (a third-party package is never imported to build a key)."""
     tree = ast.parse(_read_source(path), filename=str(path))
     package = module if is_package else module.rpartition(".")[0]
     out: set[str] = set()
@@ -85,7 +92,8 @@ def _imports(path: Path, module: str, is_package: bool) -> set[str]:
             else:
                 target = node.module or ""
             out.add(target)
-            out |= {f"{target}.{a.name}" for a in node.names if a.name != "*" and _is_module(f"{target}.{a.name}")}
+            if target.split(".")[0] in within:
+                out |= {f"{target}.{a.name}" for a in node.names if a.name != "*" and _is_module(f"{target}.{a.name}")}
     return out
 
 
@@ -110,7 +118,7 @@ def module_closure(roots: tuple[str, ...] | list[str], within: tuple[str, ...]) 
             raise SourceError(f"cache key: the source of module {name!r} cannot be found ({path or 'no file'}); "
                               "a key without it could reuse stale cells")
         found[name] = path
-        for dep in _imports(path, name, path.name == "__init__.py"):
+        for dep in _imports(path, name, path.name == "__init__.py", within):
             todo += [p for p in _with_parents(dep) if p not in found]
     return found
 
@@ -128,13 +136,21 @@ def code_version() -> str:
     return _hash(module_closure(EVALUATION_ROOTS, FIRST_PARTY))
 
 
+def method_modules(cls: type) -> dict[str, Path]:
+    """The source files behind a method class beyond the evaluation code: the modules of the class
+    and of its bases (not ``bench.api``'s ``Method`` or builtins), and what they import from their own
+    packages and the first-party ones. (The standard library's modules are not hashed.)"""
+    roots = sorted({k.__module__ for k in cls.__mro__
+                    if k.__module__ != "bench.api" and k.__module__.split(".")[0] not in sys.stdlib_module_names})
+    within = tuple(sorted({r.split(".")[0] for r in roots} | set(FIRST_PARTY)))
+    evaluation = module_closure(EVALUATION_ROOTS, FIRST_PARTY)
+    return {n: p for n, p in module_closure(roots, within).items() if n not in evaluation}
+
+
 @functools.cache
 def method_source_key(cls: type) -> str:
-    """A hash of a method's own source: its module and the modules of its package it imports.
-    (The ``bench`` modules it uses are in :func:`code_version` already.)"""
-    module = cls.__module__
-    top = module.split(".")[0]
-    return _hash(module_closure((module,), (top,)))
+    """A hash of the source behind a method class (:func:`method_modules`)."""
+    return _hash(method_modules(cls))
 
 
 def clear() -> None:

@@ -250,7 +250,7 @@ class _Run:
         label = method.name if method is not None else method_name
         mid = method if method is not None else (REFERENCE_CELL if method_name == REFERENCE_CELL else f"unloadable:{method_name}")
         path = self.store.cell_path(g.name, label, cell_key(self.cfg, self.world, g.name, g.version, g.seed, mid, sizes), g.seed)
-        spec = CellSpec(self.cfg, g.task, g.seed, method_name, tuple(sizes), self.ex.name != "inline")
+        spec = CellSpec(self.cfg, g.task, g.seed, method_name, tuple(sizes), self.ex.fresh_process_per_job)
         return _Cell(spec, f"{g.name} / seed {g.seed} / {label}", path, g.common)
 
     def submit(self, cells: list[tuple[_Cell, Exception | None]]) -> None:
@@ -267,7 +267,7 @@ class _Run:
             else:
                 todo.append(c)
         by_key = {c.path.name: c for c in todo}
-        gpus = 1 if str(self.cfg.device).startswith("cuda") and self.ex.name == "ray" else 0
+        gpus = 1 if str(self.cfg.device).startswith("cuda") and self.ex.schedules_gpus else 0
         jobs = [Job(c.path.name, c.label, compute_cell, c.spec, self.cell_timeout, self.cell_max_memory_mb, num_gpus=gpus)
                 for c in todo]
 

@@ -392,7 +392,7 @@ def axis_effect(rows: pd.DataFrame, axis: str) -> pd.DataFrame:
 
 
 def write_sweep_report(rows: pd.DataFrame, settings: list[Setting], grid: dict, info: dict, out: Path) -> Path:
-    from bench.report.write import markdown_table
+    from bench.report.markdown import markdown_table
 
     base = info.get("base", {})
     fixed = {k: base.get(k) for k in ("preset", "tasks", "methods", "seeds", "error_policy", "ablation", "sites",

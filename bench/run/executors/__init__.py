@@ -35,6 +35,8 @@ def make_executor(name: str, jobs: int = 1, ray_address: str | None = None) -> E
         raise UsageError(str(exc)) from None
     if not (isinstance(cls, type) and issubclass(cls, Executor)):
         raise UsageError(f"executor {name!r} is not a bench Executor subclass")
+    if cls.name != name:
+        raise UsageError(f"executor {name!r} is registered as {name!r} but its class says name = {cls.name!r}")
     if ray_address is not None and not cls.accepts_address:
         raise UsageError(f"--ray-address applies only to an executor that joins a cluster (ray), not {name!r}")
     return cls(jobs=jobs, address=ray_address)

@@ -78,7 +78,9 @@ class Executor(abc.ABC):
     """
 
     name: ClassVar[str] = ""
-    accepts_address: ClassVar[bool] = False
+    accepts_address: ClassVar[bool] = False  # joins a cluster given by an address
+    fresh_process_per_job: ClassVar[bool] = False  # each job in a process of its own (its memory is its own)
+    schedules_gpus: ClassVar[bool] = False  # a job asks the executor for a GPU (Job.num_gpus)
 
     def __init__(self, jobs: int = 1, address: str | None = None):
         self.jobs = max(1, int(jobs))

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
+
 from bench.run.executors.base import (
     MB,
     Executor,
@@ -43,6 +45,21 @@ log = logging.getLogger(__name__)
 DEFAULT_PRELOAD = ("torch", "transformer_lens", "sae_lens", "bench", "bench.run.cell", "bench.run.runner")
 # Workers that did not even load their job by launch + timeout + this are ended too.
 _LOAD_GRACE_S = 60.0
+# A worker found dead at its deadline is reported a crash; its exit status is awaited this long.
+_EXIT_STATUS_WAIT_S = 30.0
+
+
+def _gone(ps) -> bool:
+    """The worker's process (a psutil.Process, which remembers its start time, so a reused pid is
+    no false alive) has ended or is a zombie."""
+    if ps is None:
+        return False
+    try:
+        return not ps.is_running() or ps.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
 
 
 def _die_with_parent() -> None:
@@ -106,6 +123,7 @@ class _Worker:
     outcome: tuple | None = None
     eof: bool = False
     kill_reason: str | None = None
+    died_at: float | None = None  # found dead at its deadline, exit status not yet in
 
     def deadline(self) -> float | None:
         if self.job.timeout_s is None:
@@ -119,6 +137,7 @@ class ProcessExecutor(Executor):
     """Each job in a fresh process forked from a preloaded forkserver; at most ``jobs`` at once."""
 
     name = "process"
+    fresh_process_per_job = True
 
     def __init__(self, jobs: int = 1, address: str | None = None, preload: Sequence[str] = DEFAULT_PRELOAD,
                  poll_s: float = 0.02, threads_per_job: int | None = None):
@@ -177,13 +196,13 @@ class ProcessExecutor(Executor):
             if w.job.max_memory_mb is not None:
                 t = min(t, self.poll_s)
             d = w.deadline()
-            if d is not None:
+            if w.died_at is not None:  # waiting for a dead worker's exit status
+                t = min(t, 0.1)
+            elif d is not None:
                 t = min(t, max(0.0, d - now))
         return t
 
     def _launch(self, job: Job, sys_path: list[str]) -> _Worker | JobResult:
-        import psutil
-
         payload, error = pickle_job(job)
         if error:
             return error_result(error, 0.0)
@@ -228,9 +247,14 @@ class ProcessExecutor(Executor):
                     w.kill_reason = memory_limit_error(w.job.max_memory_mb, (w.peak_rss - w.base_rss) / MB)
             deadline = w.deadline()
             if w.kill_reason is None and deadline is not None and now > deadline:
-                w.kill_reason = f"exceeded the cell timeout of {w.job.timeout_s:g} s"
-                if w.started is None:
-                    w.kill_reason += " (the worker never loaded the job)"
+                if w.died_at is None and _gone(w.ps):
+                    w.died_at = now  # a crash whose exit status the (busy) forkserver has not sent yet
+                if w.died_at is None:
+                    w.kill_reason = f"exceeded the cell timeout of {w.job.timeout_s:g} s"
+                    if w.started is None:
+                        w.kill_reason += " (the worker never loaded the job)"
+                elif now > w.died_at + _EXIT_STATUS_WAIT_S:
+                    w.kill_reason = "worker crashed: its process ended and its exit status never arrived"
             if w.kill_reason is None:
                 return None
             self._kill(w)

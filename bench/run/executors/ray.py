@@ -5,7 +5,11 @@
     watchdog thread in the worker (Ray's own memory monitor only protects a whole node): above the
     limit it interrupts the job (the job's error then names the limit and the peak), and ends the
     worker if the job has not stopped within a few seconds. A crashed worker arrives as a
-    ``ray.exceptions.WorkerCrashedError``, which does not say why it died.
+    ``ray.exceptions.WorkerCrashedError``, which does not say why it died. On a busy machine Ray can
+    take longer to report it than a cell's timeout; so at a job's deadline the driver looks at the
+    worker's process itself (when the executor started the local Ray instance, so the worker is a
+    process of this machine: same node, same pid and start time): a worker already gone is reported
+    as a crash, never as a timeout.
 """
 
 from __future__ import annotations
@@ -69,7 +73,9 @@ def _ray_job(sys_path: list[str], payload: bytes):
         yield ("done", None, f"the worker could not load the job ({one_line(exc)})", traceback.format_exc(),
                0.0, math.nan, "fresh_process")
         return
-    yield ("started", os.getpid())
+    import psutil
+
+    yield ("started", _node_id(), os.getpid(), psutil.Process().create_time())
     yield ("done", *execute(job, fresh=True, enforce_limit=True))
 
 
@@ -85,13 +91,54 @@ def _ray_remote():
     return _RAY_REMOTE
 
 
+def _node_id() -> str | None:
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - no node id: the liveness check is simply not used
+        return None
+
+
 @dataclass
 class _Task:
     job: Job
     submitted: float
     started: float | None = None
-    cancelled: bool = False
+    cancelled: bool = False  # by the driver: for its timeout, or because its worker crashed
     cancelled_at: float = 0.0
+    crashed: bool = False  # the driver found its worker process gone at the deadline
+    worker: tuple[int, float] | None = None  # (pid, start time) of the worker, when it is ours to watch
+
+
+def process_gone(pid: int, create_time: float) -> bool:
+    """The process ``pid`` that started at ``create_time`` has ended (or is a zombie its parent has
+    not reaped yet). A pid now used by another process counts as gone."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - create_time) > 1e-3 or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def _ray_crash_message(t: _Task) -> str:
+    why = "worker crashed (Ray WorkerCrashedError: it died from a signal, os._exit or the out-of-memory killer)"
+    return why + _memory_note(t)
+
+
+def _gone_message(t: _Task) -> str:
+    why = "worker crashed (its process ended without a result: a signal such as SIGSEGV, os._exit or the out-of-memory killer)"
+    return why + _memory_note(t)
+
+
+def _memory_note(t: _Task) -> str:
+    if t.job.max_memory_mb is None:
+        return ""
+    return f"; or its job exceeded the memory limit of {t.job.max_memory_mb:g} MB and ignored the interrupt"
 
 
 class RayExecutor(Executor):
@@ -100,6 +147,8 @@ class RayExecutor(Executor):
 
     name = "ray"
     accepts_address = True
+    fresh_process_per_job = True
+    schedules_gpus = True
 
     def __init__(self, jobs: int = 1, address: str | None = None):
         try:
@@ -109,6 +158,7 @@ class RayExecutor(Executor):
         super().__init__(jobs, address)
         self._ray = ray
         self._owned = False
+        self._node: str | None = None
 
     def _ensure_ray(self) -> None:
         ray = self._ray
@@ -119,6 +169,7 @@ class RayExecutor(Executor):
         else:
             ray.init(address=self.address)  # joining: close() only disconnects
         self._owned = True
+        self._node = _node_id()
 
     def run(self, jobs: Sequence[Job], on_result: OnResult) -> None:
         if not jobs:
@@ -138,6 +189,8 @@ class RayExecutor(Executor):
                 tasks[gen] = _Task(job, time.monotonic())
             while tasks:
                 ready, _ = ray.wait(list(tasks), num_returns=1, timeout=self._wait_s(tasks.values()))
+                if ready:  # read everything that has arrived before judging any deadline
+                    ready, _ = ray.wait(list(tasks), num_returns=len(tasks), timeout=0)
                 for gen in ready:
                     result = self._receive(gen, tasks[gen])
                     if result is not None:
@@ -145,14 +198,11 @@ class RayExecutor(Executor):
                         on_result(result[0], result[1])
                 now = time.monotonic()
                 for gen, t in list(tasks.items()):
-                    if t.started is not None and t.job.timeout_s is not None and not t.cancelled \
-                            and now > t.started + t.job.timeout_s:
-                        t.cancelled = True
-                        t.cancelled_at = now
+                    if self.at_deadline(t, now):
                         ray.cancel(gen, force=True)
                     elif t.cancelled and now > t.cancelled_at + _CANCEL_GIVE_UP_S:  # the cancel never came back
                         del tasks[gen]
-                        on_result(t.job, error_result(f"exceeded the cell timeout of {t.job.timeout_s:g} s", now - t.started))
+                        on_result(t.job, error_result(self._cancel_reason(t), now - t.started))
         finally:
             for gen, t in tasks.items():
                 if not t.cancelled:
@@ -160,6 +210,24 @@ class RayExecutor(Executor):
                         ray.cancel(gen, force=True)
                     except Exception:  # noqa: BLE001
                         pass
+
+    @staticmethod
+    def _timed_out(t: _Task, now: float) -> bool:
+        return t.job.timeout_s is not None and now > t.started + t.job.timeout_s
+
+    @classmethod
+    def at_deadline(cls, t: _Task, now: float) -> bool:
+        """Whether to cancel ``t`` now (its timeout has passed). A worker already gone at that moment
+        crashed, and Ray was slow to say so: the job is then reported as a crash, not a timeout."""
+        if t.started is None or t.cancelled or not cls._timed_out(t, now):
+            return False
+        t.crashed = t.worker is not None and process_gone(*t.worker)
+        t.cancelled, t.cancelled_at = True, now
+        return True
+
+    @staticmethod
+    def _cancel_reason(t: _Task) -> str:
+        return _gone_message(t) if t.crashed else f"exceeded the cell timeout of {t.job.timeout_s:g} s"
 
     @staticmethod
     def _wait_s(tasks) -> float:
@@ -179,20 +247,21 @@ class RayExecutor(Executor):
             msg = ray.get(next(gen))
         except StopIteration:
             return t.job, error_result("the Ray task ended without a result", wall)
-        except exc_mod.TaskCancelledError:
-            why = f"exceeded the cell timeout of {t.job.timeout_s:g} s" if t.cancelled else "the Ray task was cancelled"
-            return t.job, error_result(why, wall)
+        except (exc_mod.TaskCancelledError, exc_mod.WorkerCrashedError) as exc:
+            if t.cancelled:  # by us: for its timeout, or after we saw its worker gone
+                return t.job, error_result(self._cancel_reason(t), wall)
+            if isinstance(exc, exc_mod.TaskCancelledError):
+                return t.job, error_result("the Ray task was cancelled", wall)
+            return t.job, error_result(_ray_crash_message(t), wall)
         except exc_mod.OutOfMemoryError:
             return t.job, error_result("worker killed by Ray's memory monitor (the node ran out of memory)", wall)
-        except exc_mod.WorkerCrashedError:
-            why = "worker crashed (Ray WorkerCrashedError: it died from a signal, os._exit or the out-of-memory killer)"
-            if t.job.max_memory_mb is not None:
-                why += f"; or its job exceeded the memory limit of {t.job.max_memory_mb:g} MB and ignored the interrupt"
-            return t.job, error_result(why, wall)
         except exc_mod.RayError as exc:
             return t.job, error_result(f"Ray failed to run the job: {one_line(exc)}", wall)
         if msg[0] == "started":
             t.started = now
+            # watch the worker's process only where it is surely ours: a local instance we started
+            if self._owned and self.address is None and msg[1] is not None and msg[1] == self._node:
+                t.worker = (msg[2], msg[3])
             return None
         rows, error, tb, wall, peak, measure = msg[1:]
         return t.job, JobResult(rows, error, wall, peak, measure, tb)
