@@ -88,7 +88,7 @@ def builtins(kind: str, installed: list | None = None) -> dict[str, str]:
 def entries(kind: str) -> dict[str, Entry]:
     """Every registered ``kind`` ('method', 'task' or 'executor'), without importing any of them.
     The suite's own come first; a plugin cannot take one of their names."""
-    from bench import __version__
+    from bench.version import __version__
 
     installed = list(entry_points(group=GROUPS[kind]))
     found: dict[str, Entry] = {n: Entry(kind, n, t, DIST, __version__) for n, t in builtins(kind, installed).items()}
@@ -129,9 +129,18 @@ class PluginLoadError(Exception):
 
 
 def load(kind: str, name: str):
-    """The class registered as ``name`` (or a ``module:Class`` / ``file.py:Class`` target)."""
+    """The class registered as ``name`` (or a ``module:Class`` / ``file.py:Class`` target, whose
+    failure to import is the user's input error: one line, never a traceback)."""
     if ":" in name:
-        return _import_target(name)
+        try:
+            return _import_target(name)
+        except UsageError:
+            raise
+        except SyntaxError as exc:
+            raise UsageError(f"{name!r}: {exc.filename or name.partition(':')[0]}, line {exc.lineno}: "
+                             f"syntax error ({exc.msg})") from None
+        except Exception as exc:  # noqa: BLE001 - a typed target that cannot be imported is bad input
+            raise UsageError(f"{name!r}: cannot be imported ({type(exc).__name__}: {exc})") from None
     known = entries(kind)
     if name not in known:
         raise UsageError(did_you_mean(name, known, kind))

@@ -121,17 +121,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from bench import registry
-    from bench.api import Method
+    from bench.errors import MethodFailure
+    from bench.registry import PluginLoadError
+    from bench.run.setup import check_method_options, method_class
     from bench.testing import run_checks
 
     try:
-        cls = registry.load("method", args.name)
-    except registry.PluginLoadError as exc:
+        cls = method_class(args.name)
+    except (PluginLoadError, MethodFailure) as exc:
         raise UsageError(str(exc)) from None
-    if not (isinstance(cls, type) and issubclass(cls, Method)):
-        raise UsageError(f"{args.name!r} is not a subclass of bench.api.Method")
     opts = parse_method_options([f"{cls.name or 'm'}.{o}" for o in args.option]).get(cls.name or "m", {})
+    check_method_options(args.name, cls, opts)
     try:
         method = cls(**opts)
     except (TypeError, ValueError) as exc:

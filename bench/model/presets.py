@@ -37,14 +37,33 @@ class Preset:
         return self.model == "embedded" or self.model.startswith("embedded-")
 
 
+# A preset table's fields: name -> (required, the type its value must have, in words).
+FIELDS = {"model": (True, str, "a string (TransformerLens model name, or embedded)"),
+          "sae_release": (True, str, "a string (SAELens release)"),
+          "sae_ids": (True, list, "a list of SAELens SAE ids"),
+          "dtype": (False, str, f"one of {', '.join(DTYPES)}"),
+          "description": (False, str, "a string"),
+          "arch": (False, dict, "a table of architecture sizes")}
+
+
 def _parse(table: dict, source: str) -> dict[str, Preset]:
+    """Presets from a TOML table, each field checked: one line naming the file, preset and field."""
     out = {}
     for name, fields in table.items():
-        try:
-            out[name] = Preset(name=name, **{**fields, "sae_ids": tuple(fields.get("sae_ids", ())),
-                                             "arch": dict(fields.get("arch", {}))})
-        except TypeError as exc:
-            raise UsageError(f"{source}: preset {name!r}: {exc}") from None
+        where = f"{source}: preset [{name}]"
+        if not isinstance(fields, dict):
+            raise UsageError(f"{where}: expected a table of fields ({', '.join(FIELDS)}), got {type(fields).__name__}")
+        unknown = sorted(set(fields) - set(FIELDS))
+        if unknown:
+            raise UsageError(f"{where}: unknown field {unknown[0]!r}; the fields are {', '.join(FIELDS)}")
+        for key, (required, kind, words) in FIELDS.items():
+            if key not in fields:
+                if required:
+                    raise UsageError(f"{where}: field {key!r} is missing ({words})")
+                continue
+            if not isinstance(fields[key], kind) or (kind is list and not all(isinstance(x, str) for x in fields[key])):
+                raise UsageError(f"{where}: field {key} = {fields[key]!r} should be {words}")
+        out[name] = Preset(name=name, **{**fields, "sae_ids": tuple(fields["sae_ids"]), "arch": dict(fields.get("arch", {}))})
     return out
 
 

@@ -6,8 +6,8 @@ produced on the same task and seed (matched sizes). The cells of a phase are ind
 the executor together (inline, fresh processes, or Ray tasks: :mod:`bench.run.executors`); the driver
 writes each cell the moment its result arrives.
 
-Failures stay inside their cell: a task that cannot be set up, a plugin that fails to import, a
-method that raises, returns NaN or wrongly shaped scores, or (under the process and ray executors)
+Failures stay inside their cell: a task that cannot be set up, a registered plugin that fails to
+import, a method that raises, returns NaN or wrongly shaped scores, or (under the process and ray executors)
 crashes its worker, each become error rows with the reason; every other cell runs and is saved the
 moment it finishes.
 """
@@ -35,7 +35,7 @@ from bench.run.keys import cell_key
 from bench.run.locking import lock_directory
 from bench.run.results import ResultsDir, environment_info, to_frame
 from bench.run.rows import common_columns, error_rows, reference_rows
-from bench.run.setup import build_method, load_task, setup_task, task_splits
+from bench.run.setup import build_method, load_task, preflight, setup_task, task_splits
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,26 @@ def world_for(cfg: RunConfig):
     return _world(cfg)
 
 
+def _world_key(cfg: RunConfig) -> tuple:
+    return ("world", cfg.preset, cfg.error_policy, cfg.device, cfg.world_dir, cfg.sites)
+
+
+def use_world(cfg: RunConfig, world) -> None:
+    """Serve ``world`` (a model and SAEs in memory) for ``cfg``'s cells in this process, its SAE sites
+    applied as for a loaded preset."""
+    for key in [k for k in _CACHE if k[0] == "setup"]:
+        del _CACHE[key]  # setups of another world with the same settings must not be reused
+    if cfg.sites:
+        known = world.spliced.sites
+        for s in cfg.sites:
+            if s not in known:
+                raise UsageError(did_you_mean(s, known, "SAE site"))
+        world = dataclasses.replace(world, spliced=world.spliced.with_sites(cfg.sites))
+    _CACHE[_world_key(cfg)] = world
+
+
 def _world(cfg: RunConfig):
-    key = ("world", cfg.preset, cfg.error_policy, cfg.device, cfg.world_dir, cfg.sites)
+    key = _world_key(cfg)
     if key not in _CACHE:
         world = load_world(cfg.preset, cfg.error_policy, cfg.device, cfg.world_dir)
         if cfg.sites:
@@ -95,17 +113,6 @@ def compute_cell(spec: CellSpec) -> list[dict]:
         return reference_rows(setup)
     method = build_method(spec.method, spec.cfg)
     return run_cell(setup, method, spec.cfg, list(spec.extra_sizes))
-
-
-def _validate_names(cfg: RunConfig) -> None:
-    from bench import registry
-
-    for name in cfg.methods:
-        if ":" not in name and name not in registry.entries("method"):
-            raise UsageError(did_you_mean(name, registry.entries("method"), "method"))
-    for name in cfg.tasks:
-        if not name.endswith((".json", ".jsonl")) and ":" not in name and name not in registry.entries("task"):
-            raise UsageError(did_you_mean(name, registry.entries("task"), "task"))
 
 
 def _check_task(task_name: str, world, cfg: RunConfig, seed: int) -> tuple[str, int, int]:
@@ -146,12 +153,20 @@ class _MethodSlot:
 
 def run_benchmark(cfg: RunConfig, out: str | Path, progress: bool = True, executor: str = "inline", jobs: int = 1,
                   ray_address: str | None = None, cell_timeout: float | None = None,
-                  cell_max_memory_mb: float | None = None) -> tuple[pd.DataFrame, list[str], list[str]]:
+                  cell_max_memory_mb: float | None = None, world=None) -> tuple[pd.DataFrame, list[str]]:
     """Run (or resume) ``cfg`` into ``out`` with the named executor (see :mod:`bench.run.executors`).
 
-    Returns the table, the failed cells' messages, and those failures that are bad user input
-    (a malformed task file): the CLI exits 2 for those, 1 for other failures.
+    ``world``: a :class:`bench.model.loading.World` already in memory (a model and SAEs handed to
+    :func:`bench.evaluate`) instead of loading ``cfg.preset``; it runs inline only.
+
+    Returns the table and the failed cells' messages. Bad user input (an unknown name, a method
+    target that cannot be imported, a bad option, a task file that cannot be read or tokenized, a
+    device this torch lacks) raises a one-line :class:`bench.errors.BenchError` before any cell runs.
     """
+    if world is not None:
+        if executor != "inline":
+            raise UsageError(f"executor {executor!r}: a world in memory runs inline (workers cannot receive it)")
+        use_world(cfg, world)
     store = ResultsDir(out)
     ex = make_executor(executor, jobs, ray_address)
     with lock_directory(store.path), ex:
@@ -168,14 +183,13 @@ class _Run:
         self.progress, self.cell_timeout, self.cell_max_memory_mb = progress, cell_timeout, cell_max_memory_mb
         self.paths: list[Path] = []
         self.failures: list[str] = []
-        self.input_errors: list[str] = []
         self.counts = {"run": 0, "kept": 0}
         self.bar = None
 
-    def execute(self) -> tuple[pd.DataFrame, list[str], list[str]]:
+    def execute(self) -> tuple[pd.DataFrame, list[str]]:
         t0 = time.perf_counter()
+        preflight(self.cfg)  # what the user typed, before the world loads
         self.world = _world(self.cfg)
-        _validate_names(self.cfg)
         slots = self.load_methods()
         first = [s for s in slots if s.method is not None and s.method.kind == "circuits"]
         rest = [s for s in slots if s not in first]
@@ -188,7 +202,7 @@ class _Run:
         self.store.write_table(table)
         self.write_labels()
         self.write_run_json(time.perf_counter() - t0)
-        return table, self.failures, self.input_errors
+        return table, self.failures
 
     # ----- before any cell ------------------------------------------------------------------------
 
@@ -216,9 +230,9 @@ class _Run:
                 except UsageError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a broken task sinks only its own cells
-                    log.error("task %s (seed %d) cannot be used: %s", task_name, seed, exc)
                     if getattr(exc, "exit_code", 1) == 2:
-                        self.input_errors.append(str(exc))
+                        raise  # bad input (a task file the tokenizer cannot use): one line, before any cell
+                    log.error("task %s (seed %d) cannot be used: %s", task_name, seed, exc)
                     path = store.cell_path(task_name, "_setup", cell_key(cfg, world, task_name, "?", seed, "_setup"), seed)
                     common = common_columns(cfg, world, task_name, "", seed, 0, 0)
                     store.write_cell(path, to_frame([dict(common, **r) for r in error_rows("(task setup)", exc)]))

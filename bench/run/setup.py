@@ -4,6 +4,7 @@ task loaded from the registry (:func:`build_method`, :func:`load_task`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -40,18 +41,108 @@ def method_params(method: Method) -> dict:
     return method.config.to_dict()
 
 
-def build_method(name: str, cfg: RunConfig) -> Method:
+def method_class(name: str) -> type[Method]:
+    """The class of method ``name`` (a registered name, ``module:Class`` or ``file.py:Class``)."""
     from bench import registry
 
     cls = registry.load("method", name)
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise MethodFailure(f"{name!r} is not a bench Method subclass")
+    return cls
+
+
+def _type_ok(value, default) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, tuple | list):
+        return isinstance(value, tuple | list)
+    return True  # None or another type: the method's own checks judge it
+
+
+def check_method_options(name: str, cls: type[Method], opts: dict) -> None:
+    """Every key a field of the method's ``Config`` and every value of its default's type: one line
+    naming the option and the method's options otherwise."""
+    fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+    for key, value in opts.items():
+        if key not in fields:
+            raise UsageError(f"method {name!r}: unknown option {key!r}; its options: {', '.join(fields) or '(none)'}")
+        f = fields[key]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if not _type_ok(value, default):
+            raise UsageError(f"method {name!r}: option {key}={value!r} should be {type(default).__name__} "
+                             f"(default {default!r})")
+
+
+def build_method(name: str, cfg: RunConfig) -> Method:
+    cls = method_class(name)
     opts = dict(cls.quick_overrides) if cfg.quick else {}
-    opts.update(cfg.method_options.get(name, cfg.method_options.get(getattr(cls, "name", ""), {})))
+    user = cfg.method_options.get(name, cfg.method_options.get(getattr(cls, "name", ""), {}))
+    check_method_options(name, cls, user)
+    opts.update(user)
     try:
         return cls(**opts)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"method {name!r}: bad option(s) {opts}: {exc}") from None
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Everything a user typed, checked before the world loads and before any cell runs, each failure
+    one line (exit 2): method and task names, method targets (imported now), method options (they
+    must name a method of the run, with known keys of the right type), task files (read and
+    validated now), the device. A registered plugin that fails to import is not an input error: its
+    cells fail, the others run."""
+    from bench import registry
+    from bench.errors import did_you_mean
+    from bench.registry import PluginLoadError
+
+    methods = registry.entries("method")
+    for name in cfg.methods:
+        if ":" not in name and name not in methods:
+            raise UsageError(did_you_mean(name, methods, "method"))
+    classes = {}
+    for name in cfg.methods:
+        try:
+            cls = method_class(name)
+        except (PluginLoadError, MethodFailure) as exc:
+            if ":" in name:
+                raise UsageError(str(exc)) from None
+            continue  # a broken registered plugin: error cells
+        classes[name] = classes[getattr(cls, "name", name) or name] = cls
+    for key, opts in cfg.method_options.items():
+        if key not in classes and key not in cfg.methods:
+            raise UsageError(f"options for {key!r}: {key!r} is not a method of this run ({', '.join(cfg.methods)})")
+        if key in classes:
+            check_method_options(key, classes[key], opts)
+    tasks = registry.entries("task")
+    for name in cfg.tasks:
+        if name.endswith((".json", ".jsonl")):
+            load_task(name)  # reads and validates the file (TaskFileError: one line naming file and record)
+        elif ":" not in name and name not in tasks:
+            raise UsageError(did_you_mean(name, tasks, "task"))
+    check_device(cfg.device)
+
+
+def check_device(device: str) -> None:
+    """``device`` names a device this torch can use."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"--device {device!r}: not a device name ({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device!r}: this torch has no usable CUDA (torch.cuda.is_available() is False)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type not in ("cpu", "mps"):
+        raise UsageError(f"--device {device!r}: expected cpu or cuda[:N]")
 
 
 def load_task(name: str):
@@ -65,6 +156,19 @@ def load_task(name: str):
     if not isinstance(task, Task):
         raise UsageError(f"task {name!r} does not implement tasks.base.Task")
     return task
+
+
+def task_train_sizes(tasks: tuple[str, ...]) -> dict[str, int]:
+    """Tasks' own train sizes (e.g. IOI: 512), used where the user gave none and the run is not quick."""
+    out = {}
+    for name in tasks:
+        try:
+            n = getattr(load_task(name), "n_train", None)
+        except Exception:  # noqa: BLE001 - a bad task is reported by the run itself, with its one line
+            continue
+        if n:
+            out[name] = int(n)
+    return out
 
 
 def position_labels(data: TaskData, tokenizer) -> list[str]:
