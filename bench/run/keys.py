@@ -30,10 +30,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import SCHEMA_VERSION
 from bench.api import Method
 from bench.errors import BenchError
 from bench.run.config import RunConfig
+from bench.version import SCHEMA_VERSION
 
 # What computes a cell's rows and writes its file: the world's loading and splicing, setup (data,
 # ablation, candidates, evaluator), the cell's steps, its rows, the runner and the results store.

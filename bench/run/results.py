@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import SCHEMA_VERSION, __version__
 from bench.errors import UsageError
+from bench.version import SCHEMA_VERSION, __version__
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ import math
 
 import torch
 
-from bench import SCHEMA_VERSION
 from bench.api import Circuit
 from bench.run.config import RunConfig
 from bench.run.keys import code_version
 from bench.run.setup import TaskSetup
+from bench.version import SCHEMA_VERSION
 
 REFERENCE = "(reference)"
 

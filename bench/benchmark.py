@@ -1,0 +1,204 @@
+"""The Python API: the benchmark on your own model and SAEs, from a notebook.
+
+:func:`evaluate` takes a TransformerLens ``HookedTransformer`` and a dict of SAELens ``SAE``s (or a
+preset name), runs the same cells as ``python -m bench run`` (the same runner, evaluator and rows)
+and returns :class:`Results`. The CLI is a thin layer over the same runner; for a preset the two give
+the same rows (``tests/test_benchmark_api.py``).
+
+A model handed in as an object runs in this process (the inline executor): workers of the process
+or Ray executors cannot receive it. Give a preset name to use them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from bench.errors import UsageError, did_you_mean
+from bench.run.config import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig, default_max_rows, run_defaults
+
+# The files of a results folder that `bench figures` reads (the cells are a cache, not results).
+RESULT_FILES = ("results.parquet", "results.csv", "run.json", "latent_labels.parquet")
+
+
+class Results:
+    """A finished run: its rows, and the verdict, figures and folder made from them."""
+
+    def __init__(self, path: str | Path):
+        from bench.run.results import load_results
+
+        self.path = Path(path)
+        self.rows: pd.DataFrame = load_results(self.path)
+
+    def __repr__(self) -> str:
+        return f"Results({self.path}, {len(self.rows)} rows)"
+
+    def tables(self, n_boot: int = 2000) -> dict[str, pd.DataFrame]:
+        """Every table of the report (matched sizes, pairwise verdicts, levels, area, train vs test, …)."""
+        from bench.eval import verdict
+
+        return verdict.build(self.rows, n_boot)
+
+    def verdict(self, n_boot: int = 2000) -> pd.DataFrame:
+        """The matched-size verdict: F(mask) − F(other) with its interval and the word, per task and size."""
+        return self.tables(n_boot)["pairwise"]
+
+    def plot(self, name: str, out_dir: str | Path | None = None) -> list[Path]:
+        """Draw one registered figure (``figures.FIGURES``) into ``out_dir`` (default: a ``figures``
+        folder beside the rows); in a notebook it is shown inline. Returns the written files."""
+        from figures import FIGURES
+
+        if name not in FIGURES:
+            raise UsageError(did_you_mean(name, tuple(FIGURES), "figure"))
+        import inspect
+
+        from bench.run.labels import load_labels
+
+        fn = FIGURES[name]
+        extra = {"labels": load_labels(self.path)} if "labels" in inspect.signature(fn).parameters else {}
+        paths = fn(self.rows, Path(out_dir) if out_dir else self.path / "figures", **extra)
+        _show([p for p in paths if p.suffix == ".png"])
+        return paths
+
+    def save(self, out: str | Path) -> Path:
+        """A results folder (rows, run.json, labels) that ``python -m bench figures --results OUT``
+        redraws, figures and report included."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in RESULT_FILES:
+            if (self.path / name).is_file() and (self.path / name).resolve() != (out / name).resolve():
+                shutil.copy2(self.path / name, out / name)
+        return out
+
+
+def _show(paths: list[Path]) -> None:
+    """Display PNGs inline when running under IPython (a notebook); nothing otherwise."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        return
+    if get_ipython() is None:
+        return
+    for p in paths:
+        display(Image(filename=str(p)))
+
+
+def _fingerprint(model, saes: Mapping[str, object]) -> str:
+    """What identifies an in-memory model and its SAEs for the cell cache: configs, every tensor's
+    name, shape and dtype, and a strided sample of its values with its sum (hashing every byte of a
+    9B-parameter model would take minutes)."""
+    import torch
+
+    h = hashlib.sha256()
+
+    def add_module(prefix: str, module) -> None:
+        for name, t in sorted(module.state_dict().items()):
+            flat = t.detach().reshape(-1)
+            step = max(1, flat.numel() // 4096)
+            sample = flat[::step].to(torch.float32).cpu().numpy().tobytes()
+            h.update(f"{prefix}{name}{tuple(t.shape)}{t.dtype}{float(flat.to(torch.float64).sum())}".encode())
+            h.update(sample)
+
+    h.update(json.dumps(model.cfg.to_dict(), sort_keys=True, default=str).encode())
+    add_module("model.", model)
+    for hook in sorted(saes):
+        sae = saes[hook]
+        h.update(json.dumps(sae.cfg.to_dict(), sort_keys=True, default=str).encode())
+        add_module(f"sae.{hook}.", sae)
+    return h.hexdigest()[:16]
+
+
+def world_from_objects(model, saes: Mapping[str, object], *, error_policy: str = "drop", tokenizer=None,
+                       name: str = "custom"):
+    """A :class:`bench.model.loading.World` around a ``HookedTransformer`` and SAELens SAEs keyed by hook."""
+    from sae_lens import SAE
+    from transformer_lens import HookedTransformer
+
+    from bench.model.loading import World
+    from bench.model.presets import DTYPES, Preset
+    from bench.model.spliced import SplicedModel
+
+    if not isinstance(model, HookedTransformer):
+        raise UsageError(f"model: expected a transformer_lens HookedTransformer or a preset name, got {type(model).__name__}")
+    if not isinstance(saes, Mapping) or not saes:
+        raise UsageError("saes: expected a non-empty dict of hook name -> sae_lens SAE")
+    for hook, sae in saes.items():
+        if not isinstance(sae, SAE):
+            raise UsageError(f"saes[{hook!r}]: expected a sae_lens SAE, got {type(sae).__name__}")
+        wanted = getattr(sae.cfg.metadata, "hook_name", None)
+        if wanted and wanted != hook:
+            raise UsageError(f"saes[{hook!r}]: this SAE was trained at {wanted!r}")
+    tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+    if tokenizer is None:
+        raise UsageError("the model has no tokenizer: pass tokenizer= (a Hugging Face tokenizer)")
+    dtype = str(model.cfg.dtype).removeprefix("torch.")
+    if dtype not in DTYPES:
+        raise UsageError(f"model dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    hooks = tuple(saes)
+    preset = Preset(name=name, model=str(model.cfg.model_name or name), sae_release="(in memory)", sae_ids=hooks,
+                    dtype=dtype, description="a model and SAEs handed to bench.evaluate")
+    spliced = SplicedModel(model, dict(saes), error_policy)
+    return World(preset, spliced, tokenizer, hooks, _fingerprint(model, saes), {"source": "in memory"})
+
+
+def evaluate(model=None, saes: Mapping[str, object] | None = None, *, tasks: Sequence = DEFAULT_TASKS,
+             methods: Sequence[str] = DEFAULT_METHODS, seeds: Sequence[int] | None = None, n_train: int | None = None,
+             n_test: int | None = None, quick: bool = False, error_policy: str = "drop", ablation: str = "mean",
+             device: str | None = None, sites: Sequence[str] = (), out: str | Path | None = None,
+             progress: bool = True, tokenizer=None, name: str = "custom", executor: str = "inline", jobs: int = 1,
+             **method_options: Mapping) -> Results:
+    """Run the benchmark and return its :class:`Results`.
+
+    ``model``: a ``HookedTransformer`` with ``saes`` a dict hook name -> SAELens ``SAE``; or a preset
+    name (``"embedded"``, ``"gemma-2-2b"``, a TOML file) with ``saes=None``. ``tasks``: built-in
+    names or ``.json``/``.jsonl`` task files. ``seeds``, ``n_train``, ``n_test``: default to a full
+    run's (or ``quick``'s). Any other keyword is a method's options: ``binary_mask={"steps": 100}``.
+    ``out``: the results folder (default: a new temporary one; :meth:`Results.save` copies it).
+    The model and SAEs are put in eval mode with gradients off (the spliced model freezes them); a
+    hook the model lacks, or an SAE whose width is not the residual's, is one line of error.
+    """
+    from bench.run.runner import run_benchmark
+    from bench.run.setup import task_train_sizes
+
+    model = "embedded" if model is None else model
+    world = None
+    if isinstance(model, str | Path):
+        if saes is not None:
+            raise UsageError("saes: give SAEs with a model object; a preset brings its own")
+        preset = str(model)
+    else:
+        if saes is None:
+            raise UsageError("saes: a model object needs its SAEs (a dict hook name -> sae_lens SAE)")
+        if executor != "inline":
+            raise UsageError(f"executor {executor!r}: a model handed in as an object runs inline (workers cannot "
+                             "receive it); give a preset name to use the process or ray executor")
+        world = world_from_objects(model, saes, error_policy=error_policy, tokenizer=tokenizer, name=name)
+        preset = world.preset.name
+        device = device or str(model.cfg.device)
+    device = device or "cpu"
+    methods = tuple(methods)
+    for key, opts in method_options.items():  # names, keys and types are checked with the CLI's (preflight)
+        if not isinstance(opts, Mapping):
+            raise UsageError(f"{key}=…: expected a dict of options, e.g. {key}={{'option': value}}")
+    d = run_defaults(quick)
+    cfg = RunConfig(preset=preset, tasks=tuple(str(t) for t in tasks), methods=methods, error_policy=error_policy,
+                    ablation=ablation, seeds=tuple(seeds) if seeds is not None else d["seeds"],
+                    n_train=n_train if n_train is not None else d["n_train"],
+                    n_test=n_test if n_test is not None else d["n_test"], grid_per_decade=d["grid_per_decade"],
+                    n_knockout=d["n_knockout"], n_train_eval=d["n_train_eval"], n_knockout_prompts=d["n_knockout_prompts"],
+                    quick=quick, method_options={k: dict(v) for k, v in method_options.items()}, device=device,
+                    max_rows=default_max_rows(device), sites=tuple(sites))
+    if n_train is None and not quick:
+        cfg = dataclasses.replace(cfg, task_n_train=task_train_sizes(cfg.tasks))
+    out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="bench-"))
+    run_benchmark(cfg, out, progress=progress, executor=executor, jobs=jobs, world=world)
+    return Results(out)
+
