@@ -1,4 +1,5 @@
-"""The one progress-bar helper: tqdm on a terminal, silent otherwise (CI logs stay readable)."""
+"""The one progress-bar helper: tqdm on a terminal and in a notebook (tqdm.auto draws a widget there),
+silent otherwise (CI logs stay readable)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,26 @@ class _Silent:
         pass
 
 
+def in_notebook() -> bool:
+    """Running in a Jupyter kernel, where stderr is no terminal but a bar is shown."""
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _shown(enabled: bool) -> bool:
+    return enabled and (sys.stderr.isatty() or in_notebook())
+
+
 def progress_bar(total: int, desc: str, enabled: bool = True):
-    """A tqdm bar over ``total`` units (cells) with an ETA, when ``enabled`` and stderr is a terminal."""
-    if not enabled or not sys.stderr.isatty():
+    """A tqdm bar over ``total`` units (cells) with an ETA, when ``enabled`` and someone can see it
+    (a terminal or a notebook)."""
+    if not _shown(enabled):
         return _Silent()
     from tqdm.auto import tqdm
 
@@ -28,8 +46,8 @@ def progress_bar(total: int, desc: str, enabled: bool = True):
 
 
 def progress_iter(items, desc: str, enabled: bool = True, total: int | None = None):
-    """Wrap an iterable in a tqdm bar when ``enabled`` and stderr is a terminal."""
-    if not enabled or not sys.stderr.isatty():
+    """Wrap an iterable in a tqdm bar when ``enabled`` and someone can see it."""
+    if not _shown(enabled):
         return items
     from tqdm.auto import tqdm
 

@@ -64,7 +64,7 @@ def cmd_plan(args) -> int:
     fitted = None
     if getattr(args, "fit", False):
         st, fitted = fit_settings(preset, st, args.world, max_rows_pinned=args.max_rows is not None)
-    plan = make_plan(preset, st, world_dir=args.world)
+    plan = make_plan(preset, st, world_dir=args.world, progress=not args.json)
     if args.json:
         d = plan.to_dict()
         if fitted is not None:

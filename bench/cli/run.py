@@ -22,41 +22,48 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> None:
-    p.add_argument("--out", default=default_out, help="results directory (default: %(default)s)")
-    p.add_argument("--preset", default="embedded", help="model+SAE preset name or TOML file (default: embedded)")
-    p.add_argument("--world", default=None, help="embedded-world directory (default: the shipped one)")
-    p.add_argument("--error-policy", default="drop", help="drop (paper), keep or mean")
-    p.add_argument("--ablation", default="mean", help="mean (paper), zero or counterfactual")
-    p.add_argument("--seeds", default=None, help="comma list of seeds (default 0,1,2; quick: 0). A seed changes the data "
-                   "draw, the train/test split and each method's randomness")
-    p.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
-    p.add_argument("--sites", default=None, help="SAE placement: comma list of the preset's SAE hooks to splice "
+    """The options of every command that runs cells, in argument groups."""
+    g0 = p.add_argument_group("model and data")
+    g0.add_argument("--preset", default="embedded", help="model+SAE preset name or TOML file (default: embedded)")
+    g0.add_argument("--world", default=None, help="embedded-world directory (default: the shipped one)")
+    g0.add_argument("--sites", default=None, help="SAE placement: comma list of the preset's SAE hooks to splice "
                    "(default: all), e.g. blocks.3.hook_resid_post")
-    p.add_argument("--answers", default="task", help="task (default), or a control: oriented (each prompt's answers "
-                   "ordered so the model prefers the first; with --preset embedded-random) or shuffled (answer pairs "
-                   "permuted across prompts, then oriented). See bench/run/controls.py and 'bench control'")
-    p.add_argument("--max-rows", type=int, default=None, help="rows per evaluation forward (memory bound; default "
-                   "128 on CPU, where small batches run fastest (benchmarks/test_eval_rows.py), 1024 on CUDA; fitted to "
-                   "the memory budget when there is one)")
-    p.add_argument("--max-memory", type=float, default=None, metavar="GB",
+    g0.add_argument("--seeds", default=None, help="comma list of seeds (default 0,1,2; quick: 0). A seed changes the data "
+                   "draw, the train/test split and each method's randomness")
+    g0.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
+    g0.add_argument("--n-train", type=int, default=None, help="train prompts per task and seed (default 128, or a task's own default: IOI 512; quick 64 for every task)")
+    g0.add_argument("--n-test", type=int, default=None, help="test prompts per task and seed (default 128; quick 64)")
+    g0.add_argument("--quick", action="store_true", help="smaller sweep, for a first look")
+    g1 = p.add_argument_group("the setting")
+    g1.add_argument("--error-policy", default="drop", metavar="{drop,keep,mean}", help="drop (paper), keep or mean")
+    g1.add_argument("--ablation", default="mean", metavar="{mean,zero,counterfactual}", help="mean (paper), zero or counterfactual")
+    g1.add_argument("--answers", default="task", metavar="{task,oriented,shuffled}", help="task (default), or a control: oriented (each prompt's answers "
+                   "ordered so the spliced model prefers the first; with --preset embedded-random) or shuffled (each "
+                   "prompt's two answers borrowed from other prompts of its case, never its own and absent from the "
+                   "prompt, then oriented). See bench/run/controls.py and 'bench control'")
+    g1.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="method option, e.g. binary_mask.steps=100 (JSON value); repeatable")
+    g2 = p.add_argument_group("device and memory")
+    g2.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]; checked before the world loads")
+    g2.add_argument("--max-memory", type=float, default=None, metavar="GB",
                    help="memory budget in GiB: every method's batch-like options and --max-rows are fitted to it by "
                    "bench plan's model (bench/plan/budget.py); default: the device's memory when --device is cuda, none on CPU")
-    p.add_argument("--n-train", type=int, default=None, help="train prompts per task and seed (default 128, or a task's own default: IOI 512; quick 64 for every task)")
-    p.add_argument("--n-test", type=int, default=None, help="test prompts per task and seed (default 128; quick 64)")
-    p.add_argument("--quick", action="store_true", help="smaller sweep, for a first look")
-    p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                   help="method option, e.g. binary_mask.steps=100 (JSON value); repeatable")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-figures", action="store_true", help="skip figures and report")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
-    p.add_argument("--executor", default="inline", choices=executor_names(), help="inline (default: one process), process (a fresh worker per cell) "
+    g2.add_argument("--max-rows", type=int, default=None, help="rows per evaluation forward (memory bound; default "
+                   "128 on CPU, where small batches run fastest (benchmarks/test_eval_rows.py), 1024 on CUDA; fitted to "
+                   "the memory budget when there is one)")
+    g2.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
+    g3 = p.add_argument_group("execution")
+    g3.add_argument("--executor", default="inline", choices=executor_names(), help="inline (default: one process), process (a fresh worker per cell) "
                    "or ray (cells as Ray tasks; pip install sae-circuit-bench[ray])")
-    p.add_argument("--jobs", type=int, default=1, help="cells at once (process: workers; ray: CPUs of a local instance); 0 = one per CPU")
-    p.add_argument("--ray-address", default=None, help="join an existing Ray cluster ('auto' or host:port) instead of starting one")
-    p.add_argument("--cell-timeout", type=float, default=None, help="seconds before a cell is stopped and recorded as failed (process, ray)")
-    p.add_argument("--cell-max-memory", type=float, default=None, metavar="MB",
+    g3.add_argument("--jobs", type=int, default=1, help="cells at once (process: workers; ray: CPUs of a local instance); 0 = one per CPU")
+    g3.add_argument("--ray-address", default=None, help="join an existing Ray cluster ('auto' or host:port) instead of starting one")
+    g3.add_argument("--cell-timeout", type=float, default=None, help="seconds before a cell is stopped and recorded as failed (process, ray)")
+    g3.add_argument("--cell-max-memory", type=float, default=None, metavar="MB",
                    help="memory limit per cell in MB: above it the cell is stopped and recorded as failed (process, ray)")
+    g4 = p.add_argument_group("output")
+    g4.add_argument("--out", default=default_out, help="results directory (default: %(default)s)")
+    g4.add_argument("--no-figures", action="store_true", help="skip figures and report")
+    g4.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def add_run_commands(sub) -> None:
@@ -101,17 +108,9 @@ def _task_n_train(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[str,
     """Tasks' own train sizes (e.g. IOI: 512), where the user gave no --n-train and the run is not --quick."""
     if args.n_train is not None or args.quick:
         return {}
-    from bench.run.setup import load_task
+    from bench.run.setup import task_train_sizes
 
-    out = {}
-    for name in tasks:
-        try:
-            n = getattr(load_task(name), "n_train", None)
-        except Exception:  # noqa: BLE001 - a bad task is reported by the run itself, with its one line
-            continue
-        if n:
-            out[name] = int(n)
-    return out
+    return task_train_sizes(tasks)
 
 
 def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tuple[str, ...] | None):
@@ -152,7 +151,7 @@ def _execute(args: argparse.Namespace, cfg) -> int:
         import torch
 
         torch.use_deterministic_algorithms(True)
-    table, failures, input_errors = run_benchmark(
+    table, failures = run_benchmark(
         cfg, args.out, progress=not args.no_progress, executor=args.executor, jobs=args.jobs, ray_address=args.ray_address,
         cell_timeout=args.cell_timeout, cell_max_memory_mb=args.cell_max_memory)
     log.info("results: %s (%d rows)", Path(args.out) / "results.parquet", len(table))
@@ -166,7 +165,7 @@ def _execute(args: argparse.Namespace, cfg) -> int:
         for f in failures:
             print(f"error: failed cell: {f}", file=sys.stderr)
         print(f"error: {len(failures)} cell(s) failed; every other cell finished and is saved", file=sys.stderr)
-        return 2 if input_errors else 1
+        return 1
     return 0
 
 

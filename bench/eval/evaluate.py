@@ -2,7 +2,7 @@
 
 A circuit ``C`` is evaluated by keeping its nodes and replacing every other latent at every site
 (``f' = r + 1[C] (f - r)``). With ``m`` the mean logit difference over a split's prompts, the
-faithfulness forms are (METHOD.md §5; each figure and table says which it shows):
+faithfulness forms are (docs/method.md; each figure and table says which it shows):
 
 * ``faithfulness_sae_norm`` = (m(C) − m(∅)) / (m(M+SAE) − m(∅)): normalised against the spliced
   model with every latent kept, whose nodes the circuit is made of; F(full) = 1 and F(∅) = 0

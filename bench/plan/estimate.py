@@ -404,10 +404,13 @@ class Plan:
         }
 
 
-def make_plan(preset, settings: Settings | None = None, world_dir=None) -> Plan:
+def make_plan(preset, settings: Settings | None = None, world_dir=None, progress: bool = False) -> Plan:
+    """The plan of every modelled method and the evaluator (``progress``: a bar over them, where a
+    person can see it; a Gemma-sized plan takes tens of seconds)."""
     import torch
 
     from bench.model.presets import get_preset
+    from bench.progress import progress_bar
 
     p = get_preset(preset) if isinstance(preset, str) else preset
     st = settings or Settings.defaults(dtype=p.dtype)
@@ -421,12 +424,17 @@ def make_plan(preset, settings: Settings | None = None, world_dir=None) -> Plan:
     static = static_bytes(sp)
     setup_peak, resident = plan_setup(sp, st)
     torch.manual_seed(0)
+    names = [n for n in st.methods if n in MODELLED]
+    bar = progress_bar(total=len(names) + 1, desc=f"plan {p.name}", enabled=progress)
     methods = []
-    for name in st.methods:
-        if name not in MODELLED:
-            continue
+    for name in names:
+        bar.set_postfix_str(name)
         methods.append(plan_method(sp, st, name, alt))
+        bar.update(1)
+    bar.set_postfix_str("evaluator")
     ev, row_flops = plan_evaluator(sp, st, alt)
+    bar.update(1)
+    bar.close()
     n_universe = sum(min(st.candidates_per_pos, sp.d_sae(s)) * (st.seq_len - 1) for s in sp.sites)
     per_cell = eval_rows_per_cell(st, n_universe) * row_flops
     for m in methods:
