@@ -52,6 +52,11 @@ def start_local_ray(num_cpus: int | None = None) -> None:
     # copy of the setting is overridden for the duration of ray.init (later calls in this process
     # take the address from the started node).
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    # Ray starts its workers at niceness 15 (so its own daemons stay responsive). Here the workers are
+    # the benchmark: beside any other load they would get a few percent of a core (with two busy loops
+    # on two cores every cell of a test run hit its 25 s timeout), so a local instance's workers run
+    # at the driver's priority unless the user set RAY_worker_niceness.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
     from ray._private import ray_constants
 
