@@ -22,7 +22,8 @@ def add_plan_command(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("plan", help="predicted peak memory and compute per method, from the architecture alone")
     p.add_argument("--preset", default="embedded", help="preset name or TOML file (default: embedded)")
     p.add_argument("--world", default=None, help="embedded-world directory (default: the shipped one)")
-    p.add_argument("--dtype", default=None, choices=sorted(DTYPE_BYTES), help="default: the preset's")
+    p.add_argument("--dtype", default=None, choices=sorted(DTYPE_BYTES), help="default: the preset's on CUDA "
+                   "(the plan is for a GPU; Gemma presets: bfloat16)")
     p.add_argument("--gpu-memory", type=float, default=80.0, help="GPU memory in GiB (default: 80)")
     p.add_argument("--tflops", type=float, default=None,
                    help=f"sustained TFLOP/s for seconds (default: {DEFAULT_TFLOPS['float32']:g} fp32, "
@@ -60,7 +61,7 @@ def cmd_plan(args) -> int:
     from bench.model.presets import get_preset
 
     preset = get_preset(args.preset)
-    st = settings_from_args(args, preset.dtype)
+    st = settings_from_args(args, preset.dtype_on("cuda"))
     fitted = None
     if getattr(args, "fit", False):
         st, fitted = fit_settings(preset, st, args.world, max_rows_pinned=args.max_rows is not None)

@@ -94,7 +94,7 @@ def _load_embedded(preset: Preset, root: Path, error_policy: str, device: str) -
         if not (path / "cfg.json").is_file():
             raise InputError(f"{path}: SAE {sae_id!r} of preset {preset.name!r} not found in the world directory")
         try:
-            sae = SAE.load_from_disk(str(path), device=device)
+            sae = SAE.load_from_disk(str(path), device=device, dtype=preset.dtype)
         except Exception as exc:  # noqa: BLE001 - a broken SAE directory is a one-line input error
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise InputError(f"{path}: cannot load SAE ({type(exc).__name__}: {first[:300]})") from None

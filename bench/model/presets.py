@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -22,6 +23,9 @@ class Preset:
     sae_ids: tuple[str, ...]
     dtype: str = "float32"
     description: str = ""
+    # The dtype on a CUDA device where it differs (e.g. bfloat16 for Gemma: its memory plan fits an
+    # 80 GiB GPU in bf16, not in fp32); `dtype` stays the CPU's.
+    cuda_dtype: str = ""
     # Architecture dims for `bench plan` without weights or hub access (the ``[<preset>.arch]`` table);
     # bench.plan.estimate cross-checks them against TransformerLens's / SAELens's own configs where those are offline.
     arch: dict = field(default_factory=dict, compare=False)
@@ -29,8 +33,18 @@ class Preset:
     def __post_init__(self) -> None:
         if not self.sae_ids:
             raise UsageError(f"preset {self.name!r}: sae_ids is empty; name at least one SAE")
-        if self.dtype not in DTYPES:
-            raise UsageError(f"preset {self.name!r}: dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        for key in ("dtype", "cuda_dtype"):
+            value = getattr(self, key)
+            if value and value not in DTYPES:
+                raise UsageError(f"preset {self.name!r}: {key} {value!r} is not one of {', '.join(DTYPES)}")
+
+    def dtype_on(self, device: str) -> str:
+        """The dtype this preset runs in on ``device``."""
+        return self.cuda_dtype if self.cuda_dtype and str(device).startswith("cuda") else self.dtype
+
+    def with_dtype(self, dtype: str | None, device: str = "cpu") -> Preset:
+        """This preset in ``dtype`` (None: its own dtype on ``device``)."""
+        return dataclasses.replace(self, dtype=dtype or self.dtype_on(device), cuda_dtype="")
 
     @property
     def is_embedded(self) -> bool:
@@ -42,6 +56,7 @@ FIELDS = {"model": (True, str, "a string (TransformerLens model name, or embedde
           "sae_release": (True, str, "a string (SAELens release)"),
           "sae_ids": (True, list, "a list of SAELens SAE ids"),
           "dtype": (False, str, f"one of {', '.join(DTYPES)}"),
+          "cuda_dtype": (False, str, f"one of {', '.join(DTYPES)} (the dtype on CUDA, where it differs)"),
           "description": (False, str, "a string"),
           "arch": (False, dict, "a table of architecture sizes")}
 

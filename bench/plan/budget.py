@@ -498,7 +498,11 @@ def apply_budget(cfg, args):
         from bench.run.config import MAX_SETUPS
 
         setups = min(MAX_SETUPS, len(cfg.tasks) * len(cfg.seeds))
-    result = fit(cfg.preset, cfg, budget, setups=setups, max_rows_pinned=getattr(args, "max_rows", None) is not None)
+    from bench.model.presets import get_preset
+
+    dtype = cfg.dtype or get_preset(cfg.preset).dtype_on(cfg.device)
+    result = fit(cfg.preset, cfg, budget, setups=setups, dtype=dtype,
+                 max_rows_pinned=getattr(args, "max_rows", None) is not None)
     lines = result.lines()
     log.info("%s (%s)", lines[0], source)
     for line in lines[1:]:

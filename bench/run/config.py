@@ -52,6 +52,7 @@ class RunConfig:
     max_rows: int = 1024
     sites: tuple[str, ...] = ()  # SAE placement: the preset's SAEs to splice (empty: all of them)
     answers: str = "task"  # task | oriented | shuffled: the answer controls of bench.run.controls
+    dtype: str | None = None  # the model's and SAEs' dtype (None: the preset's own on the device)
 
     def train_size(self, task_name: str) -> int:
         """Train prompts for ``task_name``: its own default where it has one, else ``n_train``."""
@@ -70,6 +71,8 @@ class RunConfig:
             raise UsageError("--seeds needs at least one seed")
         if self.max_rows < 1:
             raise UsageError("--max-rows must be at least 1")
+        if self.dtype is not None and self.dtype not in ("float32", "float16", "bfloat16"):
+            raise UsageError(did_you_mean(self.dtype, ("float32", "float16", "bfloat16"), "dtype"))
         from bench.run.controls import check_answers
 
         check_answers(self.answers)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from bench.errors import UsageError, did_you_mean
 from bench.model.loading import load_world
+from bench.model.presets import get_preset
 from bench.progress import progress_bar
 from bench.run.cell import run_cell
 from bench.run.config import MAX_SETUPS, RunConfig
@@ -62,7 +63,7 @@ def world_for(cfg: RunConfig):
 
 
 def _world_key(cfg: RunConfig) -> tuple:
-    return ("world", cfg.preset, cfg.error_policy, cfg.device, cfg.world_dir, cfg.sites)
+    return ("world", cfg.preset, cfg.error_policy, cfg.device, cfg.world_dir, cfg.sites, cfg.dtype)
 
 
 def use_world(cfg: RunConfig, world) -> None:
@@ -79,10 +80,18 @@ def use_world(cfg: RunConfig, world) -> None:
     _CACHE[_world_key(cfg)] = world
 
 
+def drop_world(cfg: RunConfig) -> None:
+    """Forget a world served by :func:`use_world` and its setups (the model is the caller's again)."""
+    _CACHE.pop(_world_key(cfg), None)
+    for key in [k for k in _CACHE if k[0] == "setup" and k[1] == cfg.preset]:
+        del _CACHE[key]
+
+
 def _world(cfg: RunConfig):
     key = _world_key(cfg)
     if key not in _CACHE:
-        world = load_world(cfg.preset, cfg.error_policy, cfg.device, cfg.world_dir)
+        preset = get_preset(cfg.preset).with_dtype(cfg.dtype, cfg.device)
+        world = load_world(preset, cfg.error_policy, cfg.device, cfg.world_dir)
         if cfg.sites:
             known = world.spliced.sites
             for s in cfg.sites:
@@ -94,7 +103,7 @@ def _world(cfg: RunConfig):
 
 
 def _setup(cfg: RunConfig, task_name: str, seed: int):
-    key = ("setup", cfg.preset, cfg.error_policy, cfg.ablation, cfg.device, cfg.world_dir, cfg.train_size(task_name), cfg.n_test,
+    key = ("setup", cfg.preset, cfg.dtype, cfg.error_policy, cfg.ablation, cfg.device, cfg.world_dir, cfg.train_size(task_name), cfg.n_test,
            cfg.max_rows, cfg.sites, cfg.answers, task_name, seed)
     if key not in _CACHE:
         setups = [k for k in _CACHE if k[0] == "setup"]
@@ -323,7 +332,7 @@ class _Run:
             "config": asdict(self.cfg), "world_fingerprint": world.fingerprint, "sae_ids": list(world.sae_ids),
             # a variant's own measured quality (variants.json), else the world's (world.json)
             "world": (world.meta.get("variant") or world.meta.get("world", {})).get("quality_held_out"),
-            "executor": self.ex.name,
+            "executor": self.ex.name, "dtype": world.preset.dtype,
             "cells": {"run": self.counts["run"], "kept_from_earlier": self.counts["kept"], "failed": len(self.failures)},
             "failures": self.failures, "seconds": seconds, **environment_info(),
         })
