@@ -28,7 +28,7 @@ def in_notebook() -> bool:
     except ImportError:
         return False
     shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    return shell is not None and hasattr(shell, "kernel")  # a kernel's shell (Jupyter, Colab), not IPython in a terminal
 
 
 def _shown(enabled: bool) -> bool:

@@ -157,3 +157,25 @@ def test_bad_inputs_table(tmp_path, tiny_world_dir, capsys):
         if seconds > 20:
             slow[name] = round(seconds, 1)
     assert slow == {}
+
+
+def test_what_the_user_typed_fails_before_the_world_loads(tmp_path, tiny_world_dir, capsys, monkeypatch):
+    """Names, method targets, options, task files and the device are checked before the world loads:
+    with loading made to fail, each still gives its own line."""
+    from bench.run import runner
+
+    def no_world(*a, **k):
+        raise AssertionError("the world was loaded before the input was checked")
+
+    monkeypatch.setattr(runner, "load_world", no_world)
+    runner._CACHE.clear()
+    before = {"unknown method", "run a file with a syntax error", "run a module that does not exist", "option key misspelt",
+              "option for a method not in the run", "option of the wrong type", "device this torch lacks",
+              "device that is no device", "unknown task", "empty task file", "unparseable task file", "missing field",
+              "extra field", "wrong type", "a task file that does not exist", "unknown method option"}
+    cases = [c for c in bad_inputs(tmp_path, tiny_world_dir) if c[0] in before]
+    assert len(cases) == len(before)
+    for name, argv, code, fragment in cases:
+        got = main(argv)
+        err = capsys.readouterr().err
+        assert got == code and fragment in err, f"{name}: exit {got}; stderr: {err[-600:]}"

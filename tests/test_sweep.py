@@ -156,3 +156,16 @@ def test_expand_and_slugs():
     for p in pts:
         assert (p.cfg.error_policy, p.cfg.ablation, p.cfg.sites) == (p.values["error_policy"], "zero", p.values["sites"])
         assert p.cfg.tasks == ("sva",) and p.cfg.n_train == 8
+
+
+def test_a_methods_axis_keeps_each_points_own_options_and_refuses_options_no_point_runs():
+    from bench.errors import UsageError
+    from bench.run.config import RunConfig
+    from bench.studies.sweep import expand
+
+    base = RunConfig(tasks=("sva",), methods=("random",), method_options={"binary_mask": {"steps": 3}})
+    pts = expand({"methods": [("random",), ("random", "binary_mask")]}, base)
+    assert [p.cfg.method_options for p in pts] == [{}, {"binary_mask": {"steps": 3}}]
+    bad = RunConfig(tasks=("sva",), method_options={"integrated_gradients": {"steps": 3}})
+    with pytest.raises(UsageError, match="no setting of the grid runs 'integrated_gradients'"):
+        expand({"methods": [("random",), ("binary_mask",)]}, bad)

@@ -45,6 +45,8 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
                    help="method option, e.g. binary_mask.steps=100 (JSON value); repeatable")
     g2 = p.add_argument_group("device and memory")
     g2.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]; checked before the world loads")
+    g2.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                    help="the model's and SAEs' dtype (default: the preset's; Gemma presets run in bfloat16 on CUDA)")
     g2.add_argument("--max-memory", type=float, default=None, metavar="GB",
                    help="memory budget in GiB: every method's batch-like options and --max-rows are fitted to it by "
                    "bench plan's model (bench/plan/budget.py); default: the device's memory when --device is cuda, none on CPU")
@@ -115,7 +117,9 @@ def _task_n_train(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[str,
 
 def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tuple[str, ...] | None):
     from bench.run.config import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig, run_defaults
+    from bench.run.setup import check_device
 
+    check_device(args.device)  # before the memory budget reads the device
     d = run_defaults(args.quick)
     n_train = args.n_train if args.n_train is not None else d["n_train"]
     n_test = args.n_test if args.n_test is not None else d["n_test"]
@@ -140,7 +144,7 @@ def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tu
         n_train_eval=d["n_train_eval"], n_knockout_prompts=d["n_knockout_prompts"],
         method_options=parse_method_options(args.option), world_dir=args.world, device=args.device,
         max_rows=default_max_rows(args.device) if args.max_rows is None else args.max_rows, sites=_csv(args.sites) if args.sites else (),
-        answers=args.answers,
+        answers=args.answers, dtype=args.dtype,
     ), args)
 
 
@@ -215,10 +219,12 @@ def cmd_control(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(base, **over)
     args.out = str(real / "controls" / args.name)
     rc = _execute(args, cfg)
+    from bench.report.render import write_page
     from bench.report.write import write_report
     from bench.run.results import load_results
 
     log.info("report with controls: %s", write_report(load_results(real), real, real / "figures"))
+    write_page(real)
     return rc
 
 

@@ -52,12 +52,14 @@ def method_class(name: str) -> type[Method]:
 
 
 def _type_ok(value, default) -> bool:
+    import numbers
+
     if isinstance(default, bool):
         return isinstance(value, bool)
     if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if isinstance(default, float):
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if isinstance(default, str):
         return isinstance(value, str)
     if isinstance(default, tuple | list):
@@ -116,14 +118,16 @@ def preflight(cfg: RunConfig) -> None:
         classes[name] = classes[getattr(cls, "name", name) or name] = cls
     for key, opts in cfg.method_options.items():
         if key not in classes and key not in cfg.methods:
-            raise UsageError(f"options for {key!r}: {key!r} is not a method of this run ({', '.join(cfg.methods)})")
+            usable = sorted({getattr(c, "name", "") or n for n, c in classes.items() if ":" not in n} | {m for m in cfg.methods if ":" not in m})
+            raise UsageError(f"options for {key!r}: {key!r} is not a method of this run (options are keyed by: "
+                             f"{', '.join(usable)})")
         if key in classes:
             check_method_options(key, classes[key], opts)
     tasks = registry.entries("task")
     for name in cfg.tasks:
         if name.endswith((".json", ".jsonl")):
             load_task(name)  # reads and validates the file (TaskFileError: one line naming file and record)
-        elif ":" not in name and name not in tasks:
+        elif ":" not in name and name not in tasks and name not in _IN_MEMORY_TASKS:
             raise UsageError(did_you_mean(name, tasks, "task"))
     check_device(cfg.device)
 
@@ -145,10 +149,36 @@ def check_device(device: str) -> None:
         raise UsageError(f"--device {device!r}: expected cpu or cuda[:N]")
 
 
+# Task objects handed to bench.evaluate, by name (this process only: inline runs).
+_IN_MEMORY_TASKS: dict = {}
+
+
+def use_task(task) -> str:
+    """Serve a ``tasks.base.Task`` object in this process under a key of its own (never a registered
+    name: it shadows nothing); returns the key. Its rows carry the task's own name."""
+    from tasks.base import Task
+
+    if not isinstance(task, Task):
+        raise UsageError(f"task {task!r}: expected a name, a .json/.jsonl file or a tasks.base.Task")
+    name = getattr(task, "name", "")
+    if not name:
+        raise UsageError(f"task {type(task).__name__}: a Task object needs a name")
+    key = f"{name}@memory{id(task):x}"
+    _IN_MEMORY_TASKS[key] = task
+    return key
+
+
+def drop_task(key: str) -> None:
+    """Stop serving an in-memory task (the end of the bench.evaluate call that added it)."""
+    _IN_MEMORY_TASKS.pop(key, None)
+
+
 def load_task(name: str):
     from bench import registry
     from tasks.base import FileTask, Task
 
+    if name in _IN_MEMORY_TASKS:
+        return _IN_MEMORY_TASKS[name]
     if name.endswith((".json", ".jsonl")):
         return FileTask(name)
     cls = registry.load("task", name)

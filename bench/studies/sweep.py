@@ -171,10 +171,17 @@ def expand(grid: dict[str, list], base: RunConfig, path: str | Path = "grid", co
         labels = {a: value_label(a, v) for a, v in values.items()}
         try:
             cfg = dataclasses.replace(base, **values)
+            if "methods" in values:  # options for a method this point does not run belong to other points
+                cfg = dataclasses.replace(cfg, method_options={k: v for k, v in cfg.method_options.items()
+                                                               if k in cfg.methods})
             cfg = configure(cfg) if configure is not None else cfg
         except UsageError as exc:
             raise UsageError(f"{path}: {exc}") from None
         settings.append(Setting(slug_of(labels), values, labels, cfg))
+    every = {m for s in settings for m in s.cfg.methods}
+    for key in base.method_options:
+        if key not in every:
+            raise UsageError(f"{path}: options for {key!r}: no setting of the grid runs {key!r} ({', '.join(sorted(every))})")
     seen = Counter(s.slug for s in settings)
     clash = [s for s, n in seen.items() if n > 1]
     if clash:
@@ -183,9 +190,11 @@ def expand(grid: dict[str, list], base: RunConfig, path: str | Path = "grid", co
 
 
 def preflight(settings: list[Setting], grid: dict, path: str | Path) -> None:
-    """Every name and site of every setting, checked before the first cell runs (one line on error)."""
+    """Every name, option, task file, device and site of every setting, checked before the first cell
+    runs (one line on error)."""
     from bench import registry
     from bench.run import runner
+    from bench.run.setup import preflight as run_preflight
 
     def where(key: str, flag: str) -> str:
         return f"{path}: key {key!r}" if key in grid else flag
@@ -193,6 +202,10 @@ def preflight(settings: list[Setting], grid: dict, path: str | Path) -> None:
     worlds = {}
     for s in settings:
         cfg = s.cfg
+        try:
+            run_preflight(cfg)
+        except BenchError as exc:
+            raise type(exc)(f"{path}: setting {s.slug}: {exc}") from None
         wkey = (cfg.preset, cfg.world_dir, cfg.device)
         if wkey not in worlds:
             try:  # the runner's own loader and cache: a later run of the same world reuses it
