@@ -16,7 +16,7 @@ from bench.eval import tables, verdict
 from figures import style
 
 F_LABEL = "F on test, normalised by M+SAE"
-MAX_LATENTS = 30  # per SAE in the case-study heatmaps
+MAX_LATENTS = 12  # per SAE in the case-study heatmaps (the most positions, then the largest |score|)
 N_BOOT = 400
 
 
@@ -102,11 +102,12 @@ def completeness_vs_size(df: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def verdict_forest(df: pd.DataFrame, out: Path) -> list[Path]:
-    """F(mask) − F(other) at each matched size, with the paired 95% interval.
+    """F(mask) − F(other) at each matched size, with the paired 95% interval, coded by outcome.
 
-    One row per (rival, target size), shared by every task's panel; hollow markers are
-    "saturated" pairs (both F ≥ 0.95: shown, not judged). The random baseline is left out: its
-    differences (about 1) would set the scale and hide the rivals' (report.md lists them).
+    Colour is the verdict (beats / tied / loses; hollow: saturated, both F ≥ 0.95, shown but not
+    judged), so the answer reads at a glance; each panel's title carries its tally. Rows are the
+    rival and the target size, IG and AtP first. The random baseline is left out: its differences
+    (about 1) would set the scale and hide the rivals' (report.md lists them).
     """
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
@@ -118,32 +119,37 @@ def verdict_forest(df: pd.DataFrame, out: Path) -> list[Path]:
         return []
     shown = pw[pw.vs != "random"] if (pw.vs != "random").any() else pw
     tasks = sorted(shown.task.unique())
-    pairs = sorted({(r.vs, int(r.target)) for r in shown.itertuples()}, key=lambda p: (p[0], p[1]))
+    order = {m: i for i, m in enumerate(style.RIVAL_ORDER)}
+    pairs = sorted({(r.vs, int(r.target)) for r in shown.itertuples()}, key=lambda p: (order.get(p[0], 99), p[0], p[1]))
     row = {p: len(pairs) - 1 - i for i, p in enumerate(pairs)}
-    fig, axes = plt.subplots(1, len(tasks), figsize=(2.6 * len(tasks) + 2.4, 0.3 * len(pairs) + 1.8),
+    fig, axes = plt.subplots(1, len(tasks), figsize=(2.4 * len(tasks) + 1.2, 0.26 * len(pairs) + 1.9),
                              squeeze=False, sharey=True)
-    methods = style.methods_in(df)
     for ax, task in zip(axes[0], tasks):
         d = shown[shown.task == task]
         for r in d.itertuples():
-            c = style.color(r.vs, methods)
             sat = r.verdict == "saturated"
+            c = style.VERDICT_COLORS.get(r.verdict, "0.5")
             # a percentile interval can miss its own point estimate on few prompts: draw no negative arm
-            ax.errorbar(r.diff, row[(r.vs, int(r.target))], xerr=[[max(0.0, r.diff - r.lo)], [max(0.0, r.hi - r.diff)]], fmt="o", ms=4,
-                        color=c, mfc="white" if sat else c, capsize=2)
-            ax.annotate(f"{r.k}", (r.hi, row[(r.vs, int(r.target))]), xytext=(3, -2), textcoords="offset points",
-                        fontsize=6, color="0.35")
+            ax.errorbar(r.diff, row[(r.vs, int(r.target))], xerr=[[max(0.0, r.diff - r.lo)], [max(0.0, r.hi - r.diff)]],
+                        fmt="o", ms=4.5, color=c, mfc="white" if sat else c, capsize=2)
+        for i in range(1, len(pairs)):  # a thin line between rivals
+            if pairs[i][0] != pairs[i - 1][0]:
+                ax.axhline(row[pairs[i]] + 0.5, color="0.75", lw=0.6)
         ax.axvline(0, color="k", lw=0.8)
-        ax.set_title(task)
-        ax.set_xlabel("F(mask) − F(other)")
+        n = d.verdict.value_counts()
+        ax.set_title(f"{task}\n" + " · ".join(f"{w} {int(n.get(w, 0))}" for w in ("beats", "tied", "loses", "saturated")),
+                     fontsize=8.5)
+        ax.set_xlabel("F(mask) − F(rival)")
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks([row[p] for p in pairs], [f"{style.label(v)}  ~{t}" for v, t in pairs], fontsize=7)
-    handles = [Line2D([], [], ls="", marker="o", color="0.3", label="judged: beats / tied / loses by the interval"),
-               Line2D([], [], ls="", marker="o", color="0.3", mfc="white", label="saturated: both F ≥ 0.95, not judged")]
-    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, bbox_to_anchor=(0.5, -0.01))
-    fig.suptitle("Verdict at matched sizes (test, paired 95% CI over prompts and seeds): right of 0 = the mask is "
-                 "more faithful at the same size\n(rows: rival and target size; the number is the mask's median size k "
-                 "on that task; random baseline omitted, see report.md)", fontsize=9)
+    axes[0][0].set_yticks([row[p] for p in pairs], [f"{style.short(v)} ~{t}" for v, t in pairs], fontsize=8)
+    handles = [Line2D([], [], ls="", marker="o", color=style.VERDICT_COLORS[w], mfc="white" if w == "saturated" else None,
+                      label=words) for w, words in (("beats", "mask beats (interval > 0)"), ("tied", "tied (interval contains 0)"),
+                                                    ("loses", "mask loses (interval < 0)"),
+                                                    ("saturated", "saturated: both F ≥ 0.95, not judged"))]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.01))
+    fig.suptitle("Does the mask find more faithful circuits than each rival at the same size? (test split, paired 95% "
+                 "interval over prompts and seeds;\nrows: rival and the mask's circuit size nearest ~10 / 30 / 100 / 300 "
+                 "nodes; the random baseline is in report.md)", fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return style.save(fig, out, "verdict_matched_sizes")
 
@@ -299,10 +305,13 @@ def cost(df: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def case_study(df: pd.DataFrame, out: Path, labels: pd.DataFrame | None = None) -> list[Path]:
-    """One heatmap per task: the mask's studied circuit (chosen on train), first seed.
+    """One figure per task: the mask's studied circuit (chosen on train), first seed, readable at
+    normal size.
 
-    One row of panels per SAE (layer order), positions on x labelled from every test prompt
-    (a token when it is the same in all prompts, else its role), the circuit's latents on y.
+    Top: the circuit's node count per SAE and position (every node counted). Below, one panel per
+    SAE (layer order): its top latents (those at the most positions, then the largest |score|) at
+    each position. Positions on x are labelled from every test prompt (a token when it is the same
+    in all prompts, else its role).
     """
     import matplotlib.pyplot as plt
 
@@ -336,11 +345,25 @@ def case_study(df: pd.DataFrame, out: Path, labels: pd.DataFrame | None = None) 
             top = rank.sort_values(["n", "a"], ascending=False).index[:MAX_LATENTS]
             lat_lists.append(sorted(int(v) for v in top))
             hidden.append(len(rank) - len(top))
-        heights = [max(1, len(lats)) for lats in lat_lists]
-        fig_h = 1.2 + 0.22 * sum(heights) + 0.35 * len(sites)
-        fig, axes = plt.subplots(len(sites), 1, figsize=(max(5.0, 0.32 * n_pos + 1.8), fig_h), squeeze=False,
-                                 gridspec_kw={"height_ratios": heights}, sharex=True)
+        heights = [0.8 * len(sites)] + [max(1, len(lats)) for lats in lat_lists]
+        fig_h = 1.4 + 0.2 * sum(heights) + 0.35 * len(sites)
+        fig, all_axes = plt.subplots(len(sites) + 1, 1, figsize=(max(5.0, 0.32 * n_pos + 1.8), fig_h), squeeze=False,
+                                     gridspec_kw={"height_ratios": heights}, sharex=True)
         fig.subplots_adjust(top=1 - 0.9 / fig_h, bottom=1.4 / fig_h, hspace=0.35 * 8 / fig_h)
+        counts = np.zeros((len(sites), n_pos))
+        for i, s_ in enumerate(sites):
+            for pos, n in nodes[nodes.site == s_].groupby("pos").size().items():
+                counts[i, int(pos)] = n
+        top_ax, axes = all_axes[0, 0], all_axes[1:]
+        top_ax.imshow(np.where(counts > 0, counts, np.nan), aspect="auto", cmap="Greys", vmin=0, vmax=max(1.0, counts.max()),
+                      interpolation="nearest")
+        for (i, j), n in np.ndenumerate(counts):
+            if n:
+                top_ax.text(j, i, str(int(n)), ha="center", va="center", fontsize=6.5,
+                            color="white" if n > 0.6 * counts.max() else "black")
+        top_ax.set_yticks(range(len(sites)), [s_.split(".hook_")[0] for s_ in sites], fontsize=7)
+        top_ax.set_ylabel("nodes per\nposition", fontsize=8)
+        top_ax.grid(False)
         scored = nodes.value.notna().any()
         lim = float(nodes.value.abs().max()) if scored else 1.0
         im = None
@@ -365,7 +388,7 @@ def case_study(df: pd.DataFrame, out: Path, labels: pd.DataFrame | None = None) 
         axes[-1, 0].set_xticks(range(n_pos), xl, rotation=90, fontsize=7)
         axes[-1, 0].set_xlabel("position (token if the same in every test prompt; else its role: IO = clean answer, S = patch answer)")
         if scored and im is not None:
-            fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.03, label="score (drop in LD when ablated)")
+            fig.colorbar(im, ax=all_axes[:, 0].tolist(), fraction=0.03, label="score (drop in LD when ablated)")
         fig.suptitle(f"{task}: {style.label(m)}, studied circuit (chosen on train), seed {seed}: {int(row.size_nodes)} nodes, "
                      f"F_train {row.F_train:.2f}, F_test {row.F_test:.2f}\nlatents ({y_note}) at positions (x), one row per SAE",
                      fontsize=9)

@@ -24,6 +24,17 @@ LABELS = {
     "random": "random ranking (baseline)",
 }
 
+# Short names, for figures where the rival is a row label; and the order rivals are shown in.
+SHORT = {"binary_mask": "mask", "attribution_patching": "AtP", "integrated_gradients": "IG",
+         "activation_patching": "exact patching", "activation_magnitude": "magnitude", "random": "random"}
+RIVAL_ORDER = ("integrated_gradients", "attribution_patching", "activation_patching", "activation_magnitude", "random")
+# The verdict figure's colours are the outcome, not the method.
+VERDICT_COLORS = {"beats": "#1a9641", "tied": "#8c8c8c", "loses": "#d7191c", "saturated": "#8c8c8c", "n/a": "#cccccc"}
+
+
+def short(method: str) -> str:
+    return SHORT.get(method, method)
+
 
 def setup() -> None:
     import matplotlib

@@ -1,4 +1,5 @@
-"""A results directory's figures and report, drawn from its stored rows (no model run)."""
+"""A results directory's figures and report (``report.md``, and ``report.html`` with the figures
+embedded), drawn from its stored rows (no model run)."""
 
 from __future__ import annotations
 
@@ -22,4 +23,17 @@ def render_run(results: Path, fig_dir: Path) -> None:
                     "'python -m bench labels --results %s' computes them and redraws", results, results)
     written = render_all(df, fig_dir, labels)
     report = write_report(df, results, fig_dir)
-    log.info("figures: %d files in %s; report: %s", len(written), fig_dir, report)
+    page = write_page(results)
+    log.info("figures: %d files in %s; report: %s%s", len(written), fig_dir, report,
+             f" (and {page.name}, figures embedded)" if page else "")
+
+
+def write_page(results: Path) -> Path | None:
+    """``report.html`` beside ``report.md``; a missing ``markdown`` package costs only the page."""
+    try:
+        from bench.report.html import write_html
+
+        return write_html(results)
+    except ImportError as exc:
+        log.error("report.html not written: %s (pip install markdown)", exc)
+        return None
