@@ -147,8 +147,9 @@ def verdict_forest(df: pd.DataFrame, out: Path) -> list[Path]:
                                                     ("loses", "mask loses (interval < 0)"),
                                                     ("saturated", "saturated: both F ≥ 0.95, not judged"))]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.01))
+    over = "prompts and seeds" if int(shown.n_seeds.max()) > 1 else "test prompts (one seed)"
     fig.suptitle("Does the mask find more faithful circuits than each rival at the same size? (test split, paired 95% "
-                 "interval over prompts and seeds;\nrows: rival and the mask's circuit size nearest ~10 / 30 / 100 / 300 "
+                 f"interval over {over};\nrows: rival and the mask's circuit size nearest ~10 / 30 / 100 / 300 "
                  "nodes; the random baseline is in report.md)", fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return style.save(fig, out, "verdict_matched_sizes")
