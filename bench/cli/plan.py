@@ -62,6 +62,10 @@ def cmd_plan(args) -> int:
 
     preset = get_preset(args.preset)
     st = settings_from_args(args, preset.dtype_on("cuda"))
+    import logging
+
+    logging.getLogger("bench").info("planning %s: %d method(s) and the evaluator, each simulated on the meta device "
+                                    "(tens of seconds for a Gemma-sized model)", preset.name, len(st.methods))
     fitted = None
     if getattr(args, "fit", False):
         st, fitted = fit_settings(preset, st, args.world, max_rows_pinned=args.max_rows is not None)

@@ -198,17 +198,22 @@ class _Run:
     def execute(self) -> tuple[pd.DataFrame, list[str]]:
         t0 = time.perf_counter()
         preflight(self.cfg)  # what the user typed, before the world loads
+        log.info("loading preset %s on %s", self.cfg.preset, self.cfg.device)
         self.world = _world(self.cfg)
         slots = self.load_methods()
         first = [s for s in slots if s.method is not None and s.method.kind == "circuits"]
         rest = [s for s in slots if s not in first]
         groups = self.check_tasks()
         self.bar = progress_bar(total=len(groups) * (len(slots) + 1), desc="cells", enabled=self.progress)
+        log.info("phase A: %d reference and circuits-method cells (%d task x seed groups)", len(groups) * (1 + len(first)),
+                 len(groups))
         self.phase_a(groups, first)
+        log.info("phase B: %d ranking cells, cut at phase A's sizes too", len(groups) * len(rest))
         self.phase_b(groups, first, rest)
         self.bar.close()
         table = self.store.collect(self.paths)
         self.store.write_table(table)
+        log.info("table written (%d rows); latent labels next", len(table))
         self.write_labels()
         self.write_run_json(time.perf_counter() - t0)
         return table, self.failures
