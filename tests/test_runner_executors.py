@@ -35,7 +35,8 @@ def _argv(world: Path, out: Path, *extra: str, methods: str = "binary_mask,attri
           seeds: str = "0,1") -> list[str]:
     return ["run", "--methods", methods, "--tasks", "sva", "--seeds", seeds, "--world", str(world), "--out", str(out),
             "--quick", "--no-figures", "--no-progress", "--n-train", "16", "--n-test", "16",
-            "--option", "binary_mask.steps=8", "--option", "binary_mask.n_lambdas=3", *extra]
+            *(["--option", "binary_mask.steps=8", "--option", "binary_mask.n_lambdas=3"] if "binary_mask" in methods else []),
+            *extra]
 
 
 def test_process_and_ray_give_the_same_rows_as_inline(tmp_path, tiny_world_dir):
