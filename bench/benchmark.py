@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import UsageError, did_you_mean
-from bench.run.config import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig, default_max_rows, run_defaults
+from bench.run.config import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig, make_config
 
 # The files of a results folder that `bench figures` reads (the cells are a cache, not results).
 RESULT_FILES = ("results.parquet", "results.csv", "run.json", "latent_labels.parquet")
@@ -228,15 +228,10 @@ def evaluate(model=None, saes: Mapping[str, object] | None = None, *, tasks: Seq
                 raise UsageError(f"executor {executor!r}: a Task object runs inline (workers cannot receive it)")
             else:
                 keys.append(use_task(t))
-        d = run_defaults(quick)
-        cfg = RunConfig(preset=preset, tasks=tuple(keys), methods=methods, error_policy=error_policy,
-                        ablation=ablation, seeds=tuple(seeds) if seeds is not None else d["seeds"],
-                        n_train=n_train if n_train is not None else d["n_train"],
-                        n_test=n_test if n_test is not None else d["n_test"], grid_per_decade=d["grid_per_decade"],
-                        n_knockout=d["n_knockout"], n_train_eval=d["n_train_eval"],
-                        n_knockout_prompts=d["n_knockout_prompts"], quick=quick,
-                        method_options={k: dict(v) for k, v in method_options.items()}, device=device,
-                        max_rows=default_max_rows(device), sites=tuple(sites), dtype=dtype)
+        cfg = make_config(quick, device, preset=preset, tasks=tuple(keys), methods=methods, error_policy=error_policy,
+                          ablation=ablation, seeds=tuple(seeds) if seeds is not None else None, n_train=n_train,
+                          n_test=n_test, method_options={k: dict(v) for k, v in method_options.items()},
+                          sites=tuple(sites), dtype=dtype)
         if n_train is None and not quick:
             cfg = dataclasses.replace(cfg, task_n_train=task_train_sizes(cfg.tasks))
         if world is None:  # a preset: the CLI's memory fit (on CUDA: batch-like options to the device's memory)

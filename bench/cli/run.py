@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from bench.errors import InputError, UsageError
-from bench.run.config import config_from_run, default_max_rows, parse_method_options
+from bench.run.config import config_from_run, parse_method_options
 from bench.run.executors import executor_names
 
 log = logging.getLogger("bench")
@@ -116,13 +116,11 @@ def _task_n_train(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[str,
 
 
 def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tuple[str, ...] | None):
-    from bench.run.config import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig, run_defaults
+    from bench.run.config import DEFAULT_METHODS, DEFAULT_TASKS, make_config
     from bench.run.setup import check_device
 
     check_device(args.device)  # before the memory budget reads the device
-    d = run_defaults(args.quick)
-    n_train = args.n_train if args.n_train is not None else d["n_train"]
-    n_test = args.n_test if args.n_test is not None else d["n_test"]
+    seeds: tuple[int, ...] | None = None
     if args.seed is not None and args.seeds is not None:
         raise UsageError("give --seed or --seeds, not both")
     if args.seed is not None:
@@ -132,19 +130,14 @@ def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tu
             seeds = tuple(int(x) for x in _csv(args.seeds))
         except ValueError:
             raise UsageError(f"--seeds {args.seeds!r}: expected a comma list of integers, e.g. 0,1,2") from None
-    else:
-        seeds = d["seeds"]
     from bench.plan.budget import apply_budget
 
     tasks = tasks or DEFAULT_TASKS
-    return apply_budget(RunConfig(
-        preset=args.preset, tasks=tasks, methods=methods or DEFAULT_METHODS, task_n_train=_task_n_train(args, tasks),
-        error_policy=args.error_policy, ablation=args.ablation, seeds=seeds, n_train=n_train, n_test=n_test,
-        grid_per_decade=d["grid_per_decade"], n_knockout=d["n_knockout"], quick=args.quick,
-        n_train_eval=d["n_train_eval"], n_knockout_prompts=d["n_knockout_prompts"],
-        method_options=parse_method_options(args.option), world_dir=args.world, device=args.device,
-        max_rows=default_max_rows(args.device) if args.max_rows is None else args.max_rows, sites=_csv(args.sites) if args.sites else (),
-        answers=args.answers, dtype=args.dtype,
+    return apply_budget(make_config(
+        args.quick, args.device, preset=args.preset, tasks=tasks, methods=methods or DEFAULT_METHODS,
+        task_n_train=_task_n_train(args, tasks), error_policy=args.error_policy, ablation=args.ablation, seeds=seeds,
+        n_train=args.n_train, n_test=args.n_test, method_options=parse_method_options(args.option), world_dir=args.world,
+        max_rows=args.max_rows, sites=_csv(args.sites) if args.sites else (), answers=args.answers, dtype=args.dtype,
     ), args)
 
 

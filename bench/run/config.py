@@ -89,6 +89,14 @@ def run_defaults(quick: bool) -> dict:
     return dict(QUICK if quick else FULL)
 
 
+def make_config(quick: bool = False, device: str = "cpu", **given) -> RunConfig:
+    """A RunConfig from what a user gave (``None``: not given), the rest from a full run's or a quick
+    one's defaults and the device's ``max_rows``: the one mapping the CLI and the Python API share."""
+    fields = {**run_defaults(quick), "max_rows": default_max_rows(device)}
+    fields.update({k: v for k, v in given.items() if v is not None})
+    return RunConfig(quick=quick, device=device, **fields)
+
+
 # Task setups a process keeps (the default run has 12 task x seed groups); the memory budget
 # counts this many setups' resident state.
 MAX_SETUPS = 16

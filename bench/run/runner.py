@@ -71,13 +71,18 @@ def use_world(cfg: RunConfig, world) -> None:
     applied as for a loaded preset."""
     for key in [k for k in _CACHE if k[0] == "setup"]:
         del _CACHE[key]  # setups of another world with the same settings must not be reused
-    if cfg.sites:
-        known = world.spliced.sites
-        for s in cfg.sites:
-            if s not in known:
-                raise UsageError(did_you_mean(s, known, "SAE site"))
-        world = dataclasses.replace(world, spliced=world.spliced.with_sites(cfg.sites))
-    _CACHE[_world_key(cfg)] = world
+    _CACHE[_world_key(cfg)] = _with_sites(world, cfg)
+
+
+def _with_sites(world, cfg: RunConfig):
+    """``world`` with only ``cfg.sites`` spliced (all of them when none are named)."""
+    if not cfg.sites:
+        return world
+    known = world.spliced.sites
+    for s in cfg.sites:
+        if s not in known:
+            raise UsageError(did_you_mean(s, known, "SAE site"))
+    return dataclasses.replace(world, spliced=world.spliced.with_sites(cfg.sites))
 
 
 def drop_world(cfg: RunConfig) -> None:
@@ -91,14 +96,7 @@ def _world(cfg: RunConfig):
     key = _world_key(cfg)
     if key not in _CACHE:
         preset = get_preset(cfg.preset).with_dtype(cfg.dtype, cfg.device)
-        world = load_world(preset, cfg.error_policy, cfg.device, cfg.world_dir)
-        if cfg.sites:
-            known = world.spliced.sites
-            for s in cfg.sites:
-                if s not in known:
-                    raise UsageError(did_you_mean(s, known, "SAE site"))
-            world = dataclasses.replace(world, spliced=world.spliced.with_sites(cfg.sites))
-        _CACHE[key] = world
+        _CACHE[key] = _with_sites(load_world(preset, cfg.error_policy, cfg.device, cfg.world_dir), cfg)
     return _CACHE[key]
 
 
