@@ -2,7 +2,8 @@
 
 Every figure names the faithfulness form it plots: the headline form
 F = (m(C) − m(∅)) / (m(M+SAE) − m(∅)) on the held-out test split, unless its axis says otherwise.
-Bands are 95% bootstrap intervals over test prompts and seeds (:mod:`bench.eval.stats`).
+Bands and the verdict's intervals are 95% Student-t intervals over seeds (one seed: a bootstrap over
+test prompts), :func:`bench.eval.stats.interval`, as in the report.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.eval import tables, verdict
+from bench.eval import stats, tables, verdict
 from figures import style
 
 F_LABEL = "F on test, normalised by M+SAE"
@@ -40,7 +41,7 @@ def _band(v: verdict.TaskView, d: pd.DataFrame, column: str = "test_ld") -> pd.D
         if g.seed.nunique() < n_seeds:
             continue
         per = {int(r.seed): v.f_stat(int(r.seed), getattr(r, column)) for r in g.itertuples()}
-        est, lo, hi = v.boot.combine(per)
+        est, lo, hi = stats.interval(v.boot, per)
         rows.append({"size": k, "latents": g.size_latents.mean(), "F": est, "lo": lo, "hi": hi})
     return pd.DataFrame(rows).sort_values("size") if rows else pd.DataFrame(columns=["size", "latents", "F", "lo", "hi"])
 
@@ -88,7 +89,7 @@ def _vs_size(df: pd.DataFrame, out: Path, name: str, x: str, column: str, ylabel
 
 def faithfulness_vs_size(df: pd.DataFrame, out: Path) -> list[Path]:
     return _vs_size(df, out, "faithfulness_vs_size", "nodes", "test_ld", F_LABEL,
-                    "Faithfulness vs circuit size on the held-out test split (bands: 95% bootstrap over prompts and seeds)")
+                    "Faithfulness vs circuit size on the held-out test split (bands: 95% t interval over seeds)")
 
 
 def faithfulness_vs_latents(df: pd.DataFrame, out: Path) -> list[Path]:
@@ -104,10 +105,11 @@ def completeness_vs_size(df: pd.DataFrame, out: Path) -> list[Path]:
 def verdict_forest(df: pd.DataFrame, out: Path) -> list[Path]:
     """F(mask) − F(other) at each matched size, with the paired 95% interval, coded by outcome.
 
-    Colour is the verdict (beats / tied / loses; hollow: saturated, both F ≥ 0.95, shown but not
-    judged), so the answer reads at a glance; each panel's title carries its tally. Rows are the
-    rival and the target size, IG and AtP first. The random baseline is left out: its differences
-    (about 1) would set the scale and hide the rivals' (report.md lists them).
+    Colour is the verdict (beats / tied / loses; hollow: saturated, both F ≥ 0.95 in every seed, shown
+    but not judged), so the answer reads at a glance; each panel's title carries its tally, which
+    leaves out the reference methods (:data:`bench.eval.verdict.REFERENCES`, rows marked "(ref.)").
+    Rows are the rival and the target size, IG and AtP first. The random baseline is left out: its
+    differences (about 1) would set the scale and hide the rivals' (report.md lists them).
     """
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
@@ -129,28 +131,29 @@ def verdict_forest(df: pd.DataFrame, out: Path) -> list[Path]:
         for r in d.itertuples():
             sat = r.verdict == "saturated"
             c = style.VERDICT_COLORS.get(r.verdict, "0.5")
-            # a percentile interval can miss its own point estimate on few prompts: draw no negative arm
+            # a one-seed (percentile bootstrap) interval can miss its own point estimate: draw no negative arm
             ax.errorbar(r.diff, row[(r.vs, int(r.target))], xerr=[[max(0.0, r.diff - r.lo)], [max(0.0, r.hi - r.diff)]],
                         fmt="o", ms=4.5, color=c, mfc="white" if sat else c, capsize=2)
         for i in range(1, len(pairs)):  # a thin line between rivals
             if pairs[i][0] != pairs[i - 1][0]:
                 ax.axhline(row[pairs[i]] + 0.5, color="0.75", lw=0.6)
         ax.axvline(0, color="k", lw=0.8)
-        n = d.verdict.value_counts()
+        n = d[d.in_tally].verdict.value_counts()
         ax.set_title(f"{task}\n" + " · ".join(f"{w} {int(n.get(w, 0))}" for w in ("beats", "tied", "loses", "saturated")),
                      fontsize=8.5)
         ax.set_xlabel("F(mask) − F(rival)")
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks([row[p] for p in pairs], [f"{style.short(v)} ~{t}" for v, t in pairs], fontsize=8)
+    axes[0][0].set_yticks([row[p] for p in pairs], [f"{style.short(v)}{' (ref.)' * (v in verdict.REFERENCES)} ~{t}"
+                                                    for v, t in pairs], fontsize=8)
     handles = [Line2D([], [], ls="", marker="o", color=style.VERDICT_COLORS[w], mfc="white" if w == "saturated" else None,
                       label=words) for w, words in (("beats", "mask beats (interval > 0)"), ("tied", "tied (interval contains 0)"),
                                                     ("loses", "mask loses (interval < 0)"),
-                                                    ("saturated", "saturated: both F ≥ 0.95, not judged"))]
+                                                    ("saturated", "saturated: both F ≥ 0.95 in every seed, not judged"))]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.01))
-    over = "prompts and seeds" if int(shown.n_seeds.max()) > 1 else "test prompts (one seed)"
+    over = "t interval over seeds" if int(shown.n_seeds.max()) > 1 else stats.ONE_SEED
     fig.suptitle("Does the mask find more faithful circuits than each rival at the same size? (test split, paired 95% "
-                 f"interval over {over};\nrows: rival and the mask's circuit size nearest ~10 / 30 / 100 / 300 "
-                 "nodes; the random baseline is in report.md)", fontsize=9)
+                 f"{over};\nrows: rival and the mask's circuit size nearest ~10 / 30 / 100 / 300 "
+                 "nodes; (ref.): a reference, not in the titles' tally; the random baseline is in report.md)", fontsize=9)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return style.save(fig, out, "verdict_matched_sizes")
 

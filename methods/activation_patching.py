@@ -76,7 +76,7 @@ class ActivationPatching(Method):
                                           latents=f_site.repeat(c, 1, 1))
                 ld = logit_diff(logits, data.clean_answer.repeat(c), data.patch_answer.repeat(c))
                 delta = (base.repeat(c) - ld).view(c, n)
-                score[chunk[:, 0], chunk[:, 1]] = delta.mean(1)
+                score[chunk[:, 0], chunk[:, 1]] = delta.mean(1).to(score.dtype)  # bf16 models: scores kept in fp32
                 if n >= 2:
                     halves["a"].append(delta[:, : n // 2].mean(1))
                     halves["b"].append(delta[:, n // 2 :].mean(1))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.api import MethodContext
-from methods.binary_mask import BinaryMask, batch_schedule, lambda_seed, log_steps
+from methods.binary_mask import BinaryMask, Judge, batch_schedule, lambda_seed, log_steps
 
 # Sizes from ~120-380 nodes down to 0-19 on the tiny world (512 candidates): the circuits differ.
 LAMBDAS = (1e-4, 1e-3, 1e-2, 0.1)
@@ -160,10 +160,12 @@ def test_adaptive_grid_extends_upwards_and_repairs_empty_circuits(monkeypatch, t
                 for lam in lambdas]
 
     monkeypatch.setattr(BinaryMask, "sweep", fake_sweep)
-    m = BinaryMask()
-    grid, results = m.repair_empty(ctx, [1e3, 1e-3], fake_sweep(m, ctx, [1e3, 1e-3], None), None)
+    m = BinaryMask(restarts=1)
+    judge = Judge(ctx, torch.zeros(len(ctx.train)), 8)
+    first, _ = m.fit(ctx, [1e3, 1e-3], None, judge, steps=5)
+    grid, results = m.repair_empty(ctx, [1e3, 1e-3], first, None, judge, 5)
     assert grid == [1e-3, 177.8]  # 1e3 -> 562.3 -> 316.2 (still empty) -> 177.8; sorted by lambda
-    assert all(m.n_nodes(ctx, logits) > 0 for logits, _ in results)
+    assert all(m.n_nodes(ctx, f.logits) > 0 for f in results)
 
 
 def test_default_sweep_has_no_empty_circuit(tiny_ioi):
@@ -183,3 +185,48 @@ from bench.testing import parametrize_with_checks  # noqa: E402
 @parametrize_with_checks([BinaryMask(n_lambdas=3, steps=12, probe_steps=4)])
 def test_default_binary_mask_passes_the_contract(method, check):
     check(method)
+
+
+def test_restarts_keep_the_mask_with_the_lowest_train_objective(tiny_ioi):
+    """Each lambda keeps the restart whose objective on the judge's train prompts is lowest, and
+    that objective is the training loss at infinite temperature, recomputed here independently."""
+    ctx = _ctx(tiny_ioi)
+    m = BinaryMask(lambdas=(1e-3, 1e-2, 1e-1), steps=12, batch_size=8, restarts=3, judge_prompts=16, n_log=0)
+    out = m.discover(ctx).circuits
+    with torch.no_grad():
+        ld_ref = torch.cat([ctx.metric(ctx.spliced.run(b.clean), b) for _, b in ctx.train.batches(64)])[:16]
+    data = ctx.train.subset(list(range(16)))
+    for c in out:
+        p = c.params
+        objs = p["objective_restarts"]
+        assert len(objs) == 3 and p["restart"] == min(range(3), key=lambda r: (objs[r], r))
+        assert p["lr"] == m.config.restart_lr(p["restart"]) and p["steps"] == 12 and p["steps_state"] == "pinned"
+        ld = float(ctx.masked_metric({s: c.masks[s].float() for s in ctx.sites}, data).mean())
+        per_sae = sum(int(c.scores[s].gt(0).sum()) for s in ctx.sites) / len(ctx.sites)
+        assert p["objective_train"] == pytest.approx(abs(float(ld_ref.mean()) - ld) + p["lambda"] * per_sae, abs=1e-4)
+    # the restarts differ: learning rates alternate, restarts 0 and 2 (same lr) differ in noise and
+    # batch order, so within a lambda the restarts' objectives are not all equal
+    assert [m.config.restart_lr(r) for r in range(3)] == [1.0, 0.1, 1.0]
+    assert all(len(set(c.params["objective_restarts"])) > 1 for c in out)
+
+
+def test_the_step_ladder_stops_when_two_schedules_agree(tiny_ioi, monkeypatch):
+    ctx = _ctx(tiny_ioi)
+    m = BinaryMask(lambdas=(1e-2,), min_steps=4, max_steps=32, restarts=1, batch_size=8, n_log=0)
+    assert m.config.step_ladder() == [4, 8, 16, 32]
+    sizes = {4: 40, 8: 20, 16: 19, 32: 19}  # 8 -> 16 agrees (within 2 nodes, same F): stop at 16
+    calls = []
+
+    def fake_best(self, ctx, lambdas, ld_ref, judge, steps):
+        from methods.binary_mask import Fitted
+        calls.append(steps)
+        return [Fitted({}, {}, {"nodes_judge": sizes[steps], "F_judge": 0.9}) for _ in lambdas]
+
+    monkeypatch.setattr(BinaryMask, "best_restarts", fake_best)
+    fitted, steps = m.fit(ctx, [1e-2], None, None)
+    assert calls == [4, 8, 16] and steps == 16
+    assert fitted[0].params["steps_tried"] == [4, 8, 16] and fitted[0].params["steps_state"] == "converged"
+    sizes.update({16: 10, 32: 5})  # never agrees: runs to max_steps and says so
+    calls.clear()
+    fitted, steps = m.fit(ctx, [1e-2], None, None)
+    assert calls == [4, 8, 16, 32] and steps == 32 and fitted[0].params["steps_state"] == "max_steps"

@@ -80,7 +80,8 @@ def test_the_one_chunk_simulation_equals_the_whole_run(tiny):
              ("integrated_gradients", {"batch_size": 3, "internal_batch_size": 3}), ("integrated_gradients", {}),
              ("binary_mask", {"max_rows": 48}), ("binary_mask", {"max_rows": 10, "batch_size": 5}),
              ("attribution_patching", {"batch_size": 5}), ("activation_patching", {"forward_batch": 64}),
-             ("activation_magnitude", {"batch_size": 4}), (B.EVALUATOR, {"max_rows": 7}), (B.EVALUATOR, {"max_rows": 40})]
+             ("activation_magnitude", {"batch_size": 4}), (B.EVALUATOR, {"max_rows": 7}), (B.EVALUATOR, {"max_rows": 40}),
+             ("greedy", {}), ("greedy", {"batch_size": 3, "max_rows": 5}), ("greedy", {"batch_size": 20, "max_rows": 2000})]
     for name, opts in cases:
         whole = _whole_run_working(f, name, opts, opts.get("max_rows", 1024))
         assert f.working(name, opts) == whole, (name, opts)
@@ -110,6 +111,27 @@ def test_fitted_options_fit_the_budget_where_the_defaults_do_not(tiny):
     above = B.ladder("integrated_gradients", f.method("integrated_gradients", {}).config, set(), N, N, 1024)
     bigger = [r for r in above if r.rows > ap.rows]
     assert bigger and not fits(f.static_total + resident + f.working("integrated_gradients", bigger[-1].opts), budget)
+
+
+def test_greedy_ladder_shrinks_the_pool_and_the_elimination_together():
+    from methods.greedy import GreedyConfig
+
+    cfg = GreedyConfig()  # max_rows 512, batch_size 32, 32 prompts: IG at 16 prompts x 10 steps = 160 rows
+    rungs = B.ladder("greedy", cfg, set(), 128, 128, 1024)
+    rows = [r.rows for r in rungs]
+    assert rows == sorted(set(rows), reverse=True) and rows[0] == 512 and rows[-1] == 10
+    assert rungs[0].opts == {"max_rows": 512, "batch_size": 32}
+    assert rungs[1].opts == {"max_rows": 480, "batch_size": 15}  # IG 150 rows; max_rows in proportion
+    assert next(r for r in rungs if r.rows == 32).opts == {"max_rows": 32, "batch_size": 1}
+    assert rungs[-1].opts == {"max_rows": 10, "batch_size": 1}  # then max_rows alone, down to IG's 10 rows
+    # max_rows pinned: only the pool's batches shrink (31: AtP's), down to one prompt (IG: 10 steps of it)
+    pinned = B.ladder("greedy", cfg, {"max_rows"}, 128, 128, 1024)
+    assert {r.opts["max_rows"] for r in pinned} == {512}
+    assert [r.opts["batch_size"] for r in pinned] == [32, 31, *range(15, 0, -1)] and pinned[-1].rows == 10
+    # batch_size pinned: whole circuits of 32 prompts fewer per forward, down to the pool's 160 rows
+    fixed = B.ladder("greedy", cfg, {"batch_size"}, 128, 128, 1024)
+    assert [r.opts["max_rows"] for r in fixed] == [512, 480, 448, 416, 384, 352, 320, 288, 256, 224, 192, 160]
+    assert {r.opts["batch_size"] for r in fixed} == {32}
 
 
 def test_a_fitting_budget_keeps_every_default(tiny):

@@ -136,8 +136,12 @@ def test_meta_simulation_equals_real_tensors():
         sp = build_meta(arch, "float32", "drop", device=device)
         for name in ("attribution_patching", "integrated_gradients", "binary_mask"):
             ctx = make_context(sp, st, 8)
-            m = method_instance(name, {"binary_mask": {"lambdas": [0.1, 1.0], "steps": 2, "adaptive": False}}.get(name, {}))
-            sim = simulate(sp, lambda: m.discover(ctx), device=device)
+            # IG pinned: its default chooses the step count from real numbers (stand-ins on meta), so the two
+            # devices would run different ladders.
+            # The mask pinned to one restart likewise: it picks among restarts by real train numbers.
+            m = method_instance(name, {"binary_mask": {"lambdas": [0.1, 1.0], "steps": 2, "adaptive": False, "restarts": 1},
+                                       "integrated_gradients": {"n_steps": 10}}.get(name, {}))
+            sim = simulate(sp, lambda m=m, ctx=ctx: m.discover(ctx), device=device)
             peaks[device, name] = (sim.peak, sim.flops)
     for name in ("attribution_patching", "integrated_gradients", "binary_mask"):
         (pm, fm), (pc, fc) = peaks["meta", name], peaks["cpu", name]
@@ -175,3 +179,25 @@ def test_committed_validation_is_within_25_percent():
             assert m["measured_mib"] > 50, (size, name)  # large enough to mean something
             assert math.isfinite(m["ratio"]) and abs(m["ratio"] - 1) <= 0.25, (size, name, m)
     assert v["all_within_tolerance"] is True
+
+
+def test_greedy_evaluations_mirror_its_elimination(monkeypatch):
+    """The plan's count of greedy's circuits equals what ``Greedy.eliminate`` evaluates (random LDs: the count
+    depends on the loop arithmetic only)."""
+    import types
+
+    import torch
+
+    import methods.greedy as G
+    from bench.plan.estimate import greedy_evaluations
+
+    g = torch.Generator().manual_seed(0)
+    monkeypatch.setattr(G, "stacked_logit_diff", lambda sp, data, circuits, repl, max_rows: torch.rand(len(circuits), 2, generator=g))
+    for pool, exact_below in ((128, 32), (48, 16), (7, 7), (1, 1), (40, 1), (33, 32), (100, 3)):
+        nodes = types.SimpleNamespace(candidates=torch.ones(pool, dtype=torch.bool), unflat=lambda v: {"s": v},
+                                      masks=lambda kept: {"s": torch.tensor(kept)})
+        method = G.Greedy(pool=pool, exact_below=exact_below)
+        ctx = types.SimpleNamespace(spliced=None, replacement=None)
+        order, _, n_eval = method.eliminate(ctx, nodes, list(range(pool)), None)
+        assert sorted(order) == list(range(pool))
+        assert greedy_evaluations(pool, exact_below) == n_eval, (pool, exact_below)

@@ -28,7 +28,7 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
     g0.add_argument("--world", default=None, help="embedded-world directory (default: the shipped one)")
     g0.add_argument("--sites", default=None, help="SAE placement: comma list of the preset's SAE hooks to splice "
                    "(default: all), e.g. blocks.3.hook_resid_post")
-    g0.add_argument("--seeds", default=None, help="comma list of seeds (default 0,1,2; quick: 0). A seed changes the data "
+    g0.add_argument("--seeds", default=None, help="comma list of seeds (default 0,1,2,3,4; quick: 0). A seed changes the data "
                    "draw, the train/test split and each method's randomness")
     g0.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
     g0.add_argument("--n-train", type=int, default=None, help="train prompts per task and seed (default 128, or a task's own default: IOI 512; quick 64 for every task)")
@@ -53,7 +53,7 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
     g2.add_argument("--max-rows", type=int, default=None, help="rows per evaluation forward (memory bound; default "
                    "128 on CPU, where small batches run fastest (benchmarks/test_eval_rows.py), 1024 on CUDA; fitted to "
                    "the memory budget when there is one)")
-    g2.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True)")
+    g2.add_argument("--deterministic", action="store_true", help="deterministic kernels: torch.use_deterministic_algorithms(True), and on CUDA CUBLAS_WORKSPACE_CONFIG=:4096:8")
     g3 = p.add_argument_group("execution")
     g3.add_argument("--executor", default="inline", choices=executor_names(), help="inline (default: one process), process (a fresh worker per cell) "
                    "or ray (cells as Ray tasks; pip install sae-circuit-bench[ray])")
@@ -145,9 +145,9 @@ def _execute(args: argparse.Namespace, cfg) -> int:
     from bench.run.runner import run_benchmark
 
     if args.deterministic:
-        import torch
+        from bench.run.setup import make_deterministic
 
-        torch.use_deterministic_algorithms(True)
+        make_deterministic()
     table, failures = run_benchmark(
         cfg, args.out, progress=not args.no_progress, executor=args.executor, jobs=args.jobs, ray_address=args.ray_address,
         cell_timeout=args.cell_timeout, cell_max_memory_mb=args.cell_max_memory)

@@ -19,6 +19,7 @@ seed. A circuits-method is also read as a ranking (:func:`sweep_ranking`) and cu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -67,20 +68,35 @@ def restrict(circuit: Circuit, universe: Mapping[str, torch.Tensor]) -> Circuit:
     return Circuit(masks, dict(circuit.params), circuit.scores, circuit.trace)
 
 
-def top_k_circuit(scores: Mapping[str, torch.Tensor], universe: Mapping[str, torch.Tensor], k: int) -> Circuit:
-    """The ``k`` universe nodes with the largest |score|; ties broken by site order, then flat index.
+# How a ranking is cut. "abs": the largest |score| first (nodes that matter either way);
+# "positive": the largest signed score first (nodes that support the clean answer, then the inert
+# ones, those that work against it last). Users of attribution scores apply both; the harness
+# chooses per task and seed on the train split (bench.run.cell.choose_cut_rule).
+CUT_RULES = ("abs", "positive")
+
+
+def top_k_circuit(scores: Mapping[str, torch.Tensor], universe: Mapping[str, torch.Tensor], k: int,
+                  rule: str = "abs") -> Circuit:
+    """The ``k`` universe nodes ranked first by ``rule`` (:data:`CUT_RULES`); ties broken by site
+    order, then flat index.
 
     A stable sort makes the cut deterministic, and the circuit of size k is contained in the one
     of size k + 1 (rankings give nested circuits).
     """
+    if rule not in CUT_RULES:
+        raise ValueError(f"cut rule must be one of {CUT_RULES}, got {rule!r}")
     sites = list(universe)
-    vals = torch.cat([scores[s].detach().cpu().abs().float().flatten().masked_fill(~universe[s].flatten(), -1.0)
+
+    def key(v: torch.Tensor) -> torch.Tensor:
+        return v.abs() if rule == "abs" else v
+
+    vals = torch.cat([key(scores[s].detach().cpu().float()).flatten().masked_fill(~universe[s].flatten(), -math.inf)
                       for s in sites])
     k = max(0, min(int(k), n_nodes(universe)))
     keep = torch.zeros(len(vals), dtype=torch.bool)
     keep[torch.sort(vals, descending=True, stable=True).indices[:k]] = True
     parts = keep.split([universe[s].numel() for s in sites])
-    return Circuit({s: part.view(universe[s].shape) & universe[s] for s, part in zip(sites, parts)}, {"k": k})
+    return Circuit({s: part.view(universe[s].shape) & universe[s] for s, part in zip(sites, parts)}, {"k": k, "cut_rule": rule})
 
 
 def sweep_ranking(circuits: Sequence[Circuit], sites: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -6,6 +6,8 @@
   split's per-prompt logit differences (for bootstrap intervals).
 * :func:`references` — one row per (task, seed): the baselines' per-prompt test values.
 * :func:`costs` — one row per (task, seed, method): the cost metrics and diagnostics.
+* :func:`chosen_settings` — one row per (task, method): the settings chosen on train (cut rule,
+  the mask's schedule and restarts).
 """
 
 from __future__ import annotations
@@ -82,10 +84,49 @@ def references(df: pd.DataFrame) -> pd.DataFrame:
 
 def costs(df: pd.DataFrame) -> pd.DataFrame:
     d = ok_rows(df)
-    d = d[(d.circuit < 0) & (d.method != REFERENCE) & (d.metric != "error")]
+    d = d[(d.circuit < 0) & (d.method != REFERENCE) & (d.metric != "error") & (d.metric != CUT_RULE_METRIC)]
     if d.empty:
         return pd.DataFrame()
     return d.pivot_table(index=["task", "seed", "method"], columns="metric", values="value", aggfunc="first").reset_index()
+
+
+CUT_RULE_METRIC = "cut_rule_train_F"  # one row per cut rule tried: text = rule (+ " (chosen)"), value = mean train F
+
+
+def chosen_settings(df: pd.DataFrame) -> pd.DataFrame:
+    """What each method's settings chosen on the train split came to, per task and method, summed
+    over seeds: the cut rule of a ranking (rows ``cut_rule_train_F``; a ranking whose rules cannot
+    differ is cut by |score|, "abs"), and for a circuits-method its circuits' own choices (the
+    mask's schedule, whether its step ladder converged, and the learning rate its restarts chose)."""
+    d = ok_rows(df)
+    out = []
+    for (task, method), g in d[d.method != REFERENCE].groupby(["task", "method"]):
+        seeds = sorted(g.seed.unique())
+        cut = g[g.metric == CUT_RULE_METRIC]
+        # The rule each seed's cut circuits were made with (their params); rows from before the
+        # rule was chosen carry none: "not recorded", never a guess.
+        cuts = g[(g.metric == "size_nodes") & (g.circuit_kind == "cut")]
+        rules = {int(s): json.loads(p).get("cut_rule", "not recorded") for s, p in zip(cuts.seed, cuts.circuit_params)}
+        row = {"task": task, "method": method, "n_seeds": len(seeds),
+               "cut_rule": _count([rules.get(int(s), "not recorded") for s in seeds])}
+        for rule in ("abs", "positive"):
+            v = cut[cut.text.str.startswith(rule)].value
+            row[f"train_F_{rule}"] = float(v.mean()) if len(v) else np.nan
+        native = g[(g.metric == "size_nodes") & (g.circuit_kind == "native")]
+        params = [json.loads(p) for p in native.circuit_params]
+        if params and "steps" in params[0]:
+            per_seed = {int(s): p for s, p in zip(native.seed, params)}
+            row["steps"] = _count([str(p["steps"]) for p in per_seed.values()])
+            row["steps_state"] = _count([p.get("steps_state", "") for p in per_seed.values()])
+            row["restart_lr"] = _count([str(p.get("lr")) for p in params])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _count(values: list[str]) -> str:
+    """"positive ×4, abs ×1": each distinct value with how often it occurs, most frequent first."""
+    vc = pd.Series(values).value_counts()
+    return ", ".join(f"{k} ×{v}" for k, v in vc.items())
 
 
 def errors(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,11 @@
 """The measurements behind the report: matched-size faithfulness with intervals, paired verdicts,
-interpolated sizes for a faithfulness level, area against random, train vs test, completeness,
-knockout, stability and nestedness. Everything here reads the wide views of :mod:`bench.eval.tables`.
+each method's share of the greedy reference's F, interpolated sizes for a faithfulness level, area
+against random, train vs test, completeness, knockout, stability and nestedness. Everything here
+reads the wide views of :mod:`bench.eval.tables`.
+
+Every interval of a per-seed statistic (matched F, the verdict's difference, area, share of the
+reference) is :func:`bench.eval.stats.interval`: Student t over seeds, or with one seed the prompt
+bootstrap; the level sizes keep the two-level bootstrap (a seed may never reach a level).
 
 Faithfulness is the headline form (m(C) − m(∅)) / (m(M+SAE) − m(∅)) on the held-out test split
 unless a column says otherwise.
@@ -15,11 +20,21 @@ import numpy as np
 import pandas as pd
 
 from bench.eval import tables
-from bench.eval.stats import Bootstrap, crossing_size, faithfulness_stat, paired, verdict_word
+from bench.eval.stats import Bootstrap, crossing_size, faithfulness_stat, interval, interval_kind, paired, verdict_word
 
 REFERENCE_METHOD = "binary_mask"
 RANDOM = "random"
 LEVELS = (0.8, 0.9)
+GREEDY = "greedy"
+GREEDY_POOL = 128  # greedy's default pool, where its rows do not record theirs (metric diag_pool_size)
+
+# Methods run as references, not contestants: shown in the pairwise table, left out of the verdict
+# tally (``in_tally`` False), each with the reason the report gives.
+REFERENCES = {
+    "activation_patching": "exact patching on 8 train prompts: a noisy reference (its ranking's split-half "
+                           "reliability on IOI is about 0)",
+    GREEDY: "best-circuit reference (backward elimination over a pool, train split)",
+}
 
 
 class TaskView:
@@ -63,7 +78,7 @@ def matched_table(views: list[TaskView]) -> pd.DataFrame:
                 at = v.at_target(m, t)
                 if not at:
                     continue
-                est = v.boot.combine({s: v.f_stat(s, r.test_ld) for s, r in at.items()})
+                est = interval(v.boot, {s: v.f_stat(s, r.test_ld) for s, r in at.items()})
                 sizes = sorted(int(r.size_nodes) for r in at.values())
                 rows.append({"task": v.task, "target": t, "method": m, "sizes": sizes,
                              "k": int(np.median(sizes)), "latents": float(np.mean([r.size_latents for r in at.values()])),
@@ -74,41 +89,104 @@ def matched_table(views: list[TaskView]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# Both circuits at least this faithful: a difference there is overshoot above 1 (F can exceed 1
-# when a circuit drops latents that worked against the answer), not "smaller faithful circuits".
+# Both circuits at least this faithful in every seed: a difference there is overshoot above 1 (F can
+# exceed 1 when a circuit drops latents that worked against the answer), not "smaller faithful circuits".
 SATURATED = 0.95
 
 
-def pairwise(views: list[TaskView], reference: str = REFERENCE_METHOD) -> pd.DataFrame:
-    """Paired bootstrap of F(reference) − F(other) at each matched size: beats / tied / loses, or
-    "saturated" where both mean F are ≥ :data:`SATURATED` (the difference is kept, not judged)."""
+def pairwise(views: list[TaskView], reference: str = REFERENCE_METHOD, costs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """F(reference) − F(other) at each matched size, one row per (task, target, other): see :func:`_pair_row`.
+    The greedy reference is compared only at sizes within its pool (beyond it its cut is no search)."""
     rows = []
     for v in views:
+        pool = _pool_sizes(costs if costs is not None else pd.DataFrame(), v.task)
         ref_m = reference if reference in v.methods else (v.methods[0] if v.methods else None)
         if ref_m is None:
             continue
         for t in v.targets():
             a = v.at_target(ref_m, t)
             for m in v.methods:
-                if m == ref_m:
-                    continue
-                b = v.at_target(m, t)
+                b = v.at_target(m, t) if m != ref_m else {}
                 common = sorted(set(a) & set(b))
-                if not common:
-                    continue
-                fa = {s: v.f_stat(s, a[s].test_ld) for s in common}
-                fb = {s: v.f_stat(s, b[s].test_ld) for s in common}
-                est, lo, hi = v.boot.combine({s: paired(fa[s], fb[s]) for s in common})
-                f_a = float(np.mean([fa[s][0] for s in common]))
-                f_b = float(np.mean([fb[s][0] for s in common]))
-                raw = verdict_word(lo, hi)
-                word = "saturated" if min(f_a, f_b) >= SATURATED else raw
-                rows.append({"task": v.task, "target": t, "k": int(np.median([a[s].size_nodes for s in common])),
-                             "sizes": "/".join(str(int(a[s].size_nodes)) for s in common),
-                             "method": ref_m, "vs": m, "F_method": f_a, "F_vs": f_b,
-                             "diff": est, "lo": lo, "hi": hi, "verdict": word, "verdict_interval": raw,
-                             "n_seeds": len(common)})
+                if m == GREEDY:
+                    common = [s for s in common if b[s].size_nodes <= pool.get(s, GREEDY_POOL)]
+                if common:
+                    rows.append(_pair_row(v, t, ref_m, m, a, b, common))
     return pd.DataFrame(rows)
+
+
+def _pair_row(v: TaskView, t: int, ref_m: str, m: str, a: dict, b: dict, common: list[int]) -> dict:
+    """One comparison: per seed, F(ref_m) − F(m) on that seed's test prompts; the estimate and 95%
+    interval over seeds (:func:`bench.eval.stats.interval`) give beats / tied / loses.
+
+    "saturated" (kept, not judged) only where in **every** seed both F ≥ :data:`SATURATED`: a seed
+    mean would hide one seed's circuit far from F = 1 (``F_method_min`` / ``F_vs_min`` show the lowest
+    seed). ``n_positive`` of ``n_seeds`` seeds have a positive difference (``signs``). ``in_tally`` is
+    False where either method is one of :data:`REFERENCES`.
+    """
+    fa = {s: v.f_stat(s, a[s].test_ld) for s in common}
+    fb = {s: v.f_stat(s, b[s].test_ld) for s in common}
+    est, lo, hi = interval(v.boot, {s: paired(fa[s], fb[s]) for s in common})
+    f_a, f_b = np.array([fa[s][0] for s in common]), np.array([fb[s][0] for s in common])
+    raw = verdict_word(lo, hi)
+    saturated = bool(np.min(np.minimum(f_a, f_b)) >= SATURATED)
+    n_pos = int(np.sum(f_a - f_b > 0))
+    return {"task": v.task, "target": t, "k": int(np.median([a[s].size_nodes for s in common])),
+            "sizes": "/".join(str(int(a[s].size_nodes)) for s in common), "method": ref_m, "vs": m,
+            "F_method": float(f_a.mean()), "F_vs": float(f_b.mean()),
+            "F_method_min": float(f_a.min()), "F_vs_min": float(f_b.min()),
+            "diff": est, "lo": lo, "hi": hi, "verdict": "saturated" if saturated else raw, "verdict_interval": raw,
+            "n_positive": n_pos, "n_seeds": len(common), "signs": f"{n_pos} of {len(common)} seeds",
+            "interval": interval_kind(len(common)), "in_tally": ref_m not in REFERENCES and m not in REFERENCES}
+
+
+SHARE_MIN_F = 0.2
+
+
+def reference_share(views: list[TaskView], costs: pd.DataFrame) -> pd.DataFrame:
+    """How far each method is from the best circuit the greedy reference found: per task, headline
+    target and method, F_test(method) / F_test(greedy) at the same matched size in each seed, the mean
+    over seeds and the interval of the per-seed ratio (:func:`bench.eval.stats.interval`).
+
+    Only where greedy ran, and only seeds where the size is within greedy's pool (its
+    ``diag_pool_size``, else :data:`GREEDY_POOL`): beyond the pool its order is no searched circuit.
+    """
+    rows = []
+    for v in views:
+        if GREEDY not in v.methods:
+            continue
+        pool = _pool_sizes(costs, v.task)
+        for t in v.targets():
+            g = v.at_target(GREEDY, t)
+            for m in v.methods:
+                c = v.at_target(m, t) if m != GREEDY else {}
+                seeds = [s for s in sorted(set(g) & set(c)) if g[s].size_nodes <= pool.get(s, GREEDY_POOL)]
+                if seeds:
+                    rows.append(_share_row(v, t, m, c, g, seeds, pool))
+    return pd.DataFrame(rows)
+
+
+def _share_row(v: TaskView, t: int, m: str, c: dict, g: dict, seeds: list[int], pool: dict) -> dict:
+    fm = {s: v.f_stat(s, c[s].test_ld) for s in seeds}
+    fg = {s: v.f_stat(s, g[s].test_ld) for s in seeds}
+    # A share of a near-zero F is noise (a ratio of two small numbers): shown only where greedy's
+    # circuit reaches SHARE_MIN_F in every seed; the F columns stay.
+    if min(fg[s][0] for s in seeds) >= SHARE_MIN_F:
+        est, lo, hi = interval(v.boot, {s: paired(fm[s], fg[s], np.divide) for s in seeds})
+    else:
+        est = lo = hi = float("nan")
+    return {"task": v.task, "target": t, "method": m, "k": int(np.median([g[s].size_nodes for s in seeds])),
+            "F": float(np.mean([fm[s][0] for s in seeds])), "F_greedy": float(np.mean([fg[s][0] for s in seeds])),
+            "share": est, "lo": lo, "hi": hi, "n_seeds": len(seeds), "interval": interval_kind(len(seeds)),
+            "pool_size": min(pool.get(s, GREEDY_POOL) for s in seeds)}
+
+
+def _pool_sizes(costs: pd.DataFrame, task: str) -> dict[int, int]:
+    """seed -> greedy's pool size on ``task``, from its ``diag_pool_size`` rows (absent: empty)."""
+    if costs.empty or "diag_pool_size" not in costs:
+        return {}
+    d = costs[(costs.task == task) & (costs.method == GREEDY)].dropna(subset=["diag_pool_size"])
+    return {int(r.seed): int(r.diag_pool_size) for r in d.itertuples()}
 
 
 def _curve(v: TaskView, method: str, seed: int) -> pd.DataFrame:
@@ -161,8 +239,8 @@ def area_vs_random(views: list[TaskView]) -> pd.DataFrame:
     ``area`` = mean of F_test over the grid sizes 1…N (log-spaced). ``area_vs_random`` =
     (area − area_random) / (1 − area_random): 0 = no better than a random ranking, 1 = F = 1 at
     every size (ideal). Per seed, paired with the random baseline on the same prompts, then
-    averaged over seeds with a bootstrap interval. In the spirit of MIB's CPR and auto-circuit's
-    area-vs-random; unlike CPR, F is not clipped.
+    averaged over seeds with the seed-level interval (:func:`bench.eval.stats.interval`). In the
+    spirit of MIB's CPR and auto-circuit's area-vs-random; unlike CPR, F is not clipped.
     """
     rows = []
     for v in views:
@@ -184,8 +262,8 @@ def area_vs_random(views: list[TaskView]) -> pd.DataFrame:
                 per_norm[s] = paired(am, ar, lambda x, y: (x - y) / (1 - y))
             if not per_area:
                 continue
-            a = v.boot.combine(per_area)
-            n = v.boot.combine(per_norm)
+            a = interval(v.boot, per_area)
+            n = interval(v.boot, per_norm)
             rows.append({"task": v.task, "method": m, "area": a[0], "area_lo": a[1], "area_hi": a[2],
                          "vs_random": n[0], "lo": n[1], "hi": n[2]})
     return pd.DataFrame(rows)
@@ -291,13 +369,17 @@ def build(df: pd.DataFrame, n_boot: int = 2000) -> dict[str, pd.DataFrame]:
     ref = tables.references(df)
     empty = pd.DataFrame()
     if circ.empty or ref.empty:  # e.g. every cell failed: only costs and errors to report
-        names = ("matched", "pairwise", "levels", "area", "train_test", "knockout", "stability", "nestedness", "sites")
+        names = ("matched", "pairwise", "reference_share", "levels", "area", "train_test", "knockout", "stability",
+                 "nestedness", "sites")
         return {**{n: empty for n in names}, "costs": tables.costs(df), "errors": tables.errors(df), "circuits": circ,
-                "references": ref}
+                "references": ref, "settings": tables.chosen_settings(df)}
     views = [TaskView(circ, ref, t, n_boot) for t in sorted(circ.task.unique())]
+    cost = tables.costs(df)
     return {
-        "matched": matched_table(views), "pairwise": pairwise(views), "levels": level_sizes(views),
+        "matched": matched_table(views), "pairwise": pairwise(views, costs=cost), "reference_share": reference_share(views, cost),
+        "levels": level_sizes(views),
         "area": area_vs_random(views), "train_test": train_test(views), "knockout": knockout_gaps(df, circ),
         "stability": stability(df, circ), "nestedness": nestedness(df), "sites": site_breakdown(df, circ),
-        "costs": tables.costs(df), "errors": tables.errors(df), "circuits": circ, "references": ref,
+        "costs": cost, "errors": tables.errors(df), "circuits": circ, "references": ref,
+        "settings": tables.chosen_settings(df),
     }

@@ -20,10 +20,13 @@ through those two points and checked by one more simulation (a secant step, repe
 times when the check disagrees). A simulation runs one chunk of the method's work at the rung's
 rows (chunks are identical and sequential, so one chunk holds the peak; ``tests/test_budget.py``
 checks it equals bench.plan.estimate's whole-run simulation): one batch for attribution patching and
-activation magnitude; one batch of integrated gradients with all its per-SAE paths and ``n_steps``
-cut to three internal batches (from the third on, each also holds captum's running sum and the
-previous batch's result); one group of lambdas for the mask (2 steps, trace forwards included); one
-candidate chunk per site for exact patching; one stacked forward for the evaluator.
+activation magnitude; one batch of integrated gradients with all its per-SAE paths and its step
+ladder's largest count (``max_steps`` when ``n_steps=0`` chooses the count) cut to three internal
+batches (from the third on, each also holds captum's running sum and the previous batch's result);
+one group of lambdas for the mask (2 steps, trace forwards included); one candidate chunk per site
+for exact patching; one stacked forward for the evaluator; for greedy, the largest of its pool's
+integrated-gradients and attribution-patching runs (at greedy's settings of them, simulated as above)
+and one stacked no-grad forward of its elimination.
 
 The ladders (rows per forward; what changes):
 
@@ -33,7 +36,12 @@ The ladders (rows per forward; what changes):
 * integrated_gradients: ``internal_batch_size`` in multiples of ``batch_size`` (steps per forward),
   then ``batch_size`` = ``internal_batch_size`` below it (same scores up to float summation);
 * attribution_patching, activation_magnitude: ``batch_size``; activation_patching: ``forward_batch``
-  in multiples of its prompts; the evaluator: ``max_rows`` (all of these leave results unchanged).
+  in multiples of its prompts; the evaluator: ``max_rows`` (all of these leave results unchanged);
+* greedy: ``batch_size`` (its pool's batches: IG at ``min(batch_size, 16)`` prompts x 10 steps,
+  AtP and magnitude at ``batch_size``; same pool up to float summation) with ``max_rows`` (its
+  elimination's rows per forward; the same circuits) in proportion, then ``max_rows`` alone; a
+  rung's rows are the largest of its passes'. With one of them pinned, the other alone
+  (``max_rows`` in multiples of ``n_prompts``, then below them).
 
 Options the user set (``--option METHOD.KEY=...``, ``--max-rows``) are pinned: never changed, and a
 budget they cannot meet is an error. The chosen options become method options (so they are in
@@ -55,6 +63,8 @@ from bench.plan.estimate import (
     GPU_RESERVE_GIB,
     MODELLED,
     Settings,
+    greedy_eliminate_fn,
+    greedy_pool_methods,
     make_context,
     plan_setup,
 )
@@ -70,6 +80,7 @@ BATCH_KEYS: dict[str, tuple[str, ...]] = {
     "activation_patching": ("forward_batch",),
     "activation_magnitude": ("batch_size",),
     "random": (),
+    "greedy": ("max_rows", "batch_size"),
 }
 MAX_SECANT_STEPS = 4
 
@@ -136,7 +147,7 @@ def ladder(name: str, cfg, pinned: set[str], n_train: int, n_test: int, max_rows
                 M = M0 if "max_rows" in pinned else B
                 out.append(_rung(rows(B, M), max_rows=M, batch_size=B))
     elif name == "integrated_gradients":
-        S = cfg.n_steps
+        S = cfg.step_ladder()[-1] if hasattr(cfg, "step_ladder") else cfg.n_steps  # the ladder's largest count
 
         def rows(b, i):
             b = min(b, n)
@@ -157,6 +168,35 @@ def ladder(name: str, cfg, pinned: set[str], n_train: int, n_test: int, max_rows
         out.append(_rung(min(b0, n), batch_size=b0))
         if "batch_size" not in pinned:
             out += [_rung(b, batch_size=b) for b in range(min(b0, n) - 1, 0, -1)]
+    elif name == "greedy":
+        m = min(cfg.n_prompts, n)
+
+        def pool_rows(B):  # the pool's gradient passes: IG's (steps x prompts) and AtP's (prompts)
+            ig = greedy_pool_methods(B)[0].config
+            b = min(ig.batch_size, n)
+            return max(min(ig.n_steps, max(1, max(b, ig.internal_batch_size) // b)) * b, min(B, n))
+
+        def rows(B, M):  # and the elimination's stacked forward: (M // prompts) circuits of min(M, n_prompts) prompts
+            k = min(M, m)
+            return max(pool_rows(B), (M // k) * k)
+
+        B0, M0 = cfg.batch_size, cfg.max_rows
+        out.append(_rung(rows(B0, M0), max_rows=M0, batch_size=B0))
+        free = {"max_rows", "batch_size"} - set(pinned)
+        if free == {"max_rows"}:  # fewer circuits per forward (the same circuits), then fewer prompts
+            Ms = [k * m for k in range(M0 // m, 0, -1)] + list(range(min(M0, m) - 1, 0, -1))
+            out += [_rung(rows(B0, M), max_rows=M, batch_size=B0) for M in Ms]
+        elif free == {"batch_size"}:  # the elimination's forward is fixed: the pool's passes are what shrinks
+            out += [_rung(pool_rows(B), max_rows=M0, batch_size=B) for B in range(min(B0, n) - 1, 0, -1)]
+        elif free:
+            # Both at once, max_rows in proportion to the pool's rows: shrinking the (no-grad) elimination alone
+            # would leave the pool's gradient passes, usually the peak, unchanged along a stretch of rungs,
+            # a plateau that stalls the secant search. Below one prompt of the pool, max_rows alone.
+            P0 = pool_rows(B0)
+            for B in range(min(B0, n) - 1, 0, -1):
+                M = max(1, M0 * pool_rows(B) // P0)
+                out.append(_rung(rows(B, M), max_rows=M, batch_size=B))
+            out += [_rung(rows(1, M), max_rows=M, batch_size=1) for M in range(max(1, M0 * pool_rows(1) // P0) - 1, 0, -1)]
     elif name == "activation_patching":
         m = min(cfg.max_prompts, n)
         f0 = cfg.forward_batch
@@ -252,10 +292,13 @@ class Fitter:
             return simulate(sp, lambda: method.discover(ctx), flops=False).peak
         if name == "integrated_gradients":
             b = min(cfg.batch_size, n)
-            steps = min(cfg.n_steps, max(1, max(b, cfg.internal_batch_size) // b))
-            if 3 * steps < cfg.n_steps:  # three internal batches of the same rows: from the third on, captum
+            S = cfg.step_ladder()[-1] if hasattr(cfg, "step_ladder") else cfg.n_steps  # the ladder's largest count
+            steps = min(S, max(1, max(b, cfg.internal_batch_size) // b))
+            if 3 * steps < S:  # three internal batches of the same rows: from the third on, captum
                 # holds its running sum and the previous batch's attributions at once (the peak of every later one)
                 method = self.method(name, {**options, "n_steps": 3 * steps, "internal_batch_size": steps * b})
+            elif cfg.n_steps != S:  # pinned at the ladder's top (its completeness check needs real numbers)
+                method = self.method(name, {**options, "n_steps": S})
             ctx = make_context(sp, st, b)
             return simulate(sp, lambda: method.discover(ctx), flops=False).peak
         if name == "binary_mask":
@@ -270,6 +313,13 @@ class Fitter:
             m = min(cfg.max_prompts, n)
             ctx = make_context(sp, st, m)
             return simulate(sp, lambda: method.discover(ctx), nonzero_rows=max(1, cfg.forward_batch // m), flops=False).peak
+        if name == "greedy":
+            # The largest of its pool's IG and AtP runs (each simulated as above, at greedy's settings of them,
+            # every option explicit so no quick override applies) and one stacked forward of its elimination.
+            ig, atp, _ = greedy_pool_methods(cfg.batch_size)
+            fn, _ = greedy_eliminate_fn(sp, st, cfg, n)
+            return max(self.working(ig.name, ig.config.to_dict()), self.working(atp.name, atp.config.to_dict()),
+                       simulate(sp, fn, flops=False).peak)
         raise KeyError(name)
 
 

@@ -54,7 +54,7 @@ GPU_RESERVE_GIB = 1.0  # CUDA context, cuBLAS workspace
 GPU_FRAGMENTATION = 0.05  # caching-allocator slack on top of the tensor peak
 
 MODELLED = ("binary_mask", "attribution_patching", "integrated_gradients", "activation_patching",
-            "activation_magnitude", "random")
+            "activation_magnitude", "random", "greedy")
 
 
 # ----- settings and contexts ----------------------------------------------------------------------
@@ -238,10 +238,17 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
     if name == "integrated_gradients":
         b = min(cfg.batch_size, n)
         ctx = make_context(sp, st, b)
-        sim = tracked(sp, lambda: method.discover(ctx))
-        rows = min(cfg.n_steps * b, max(b, cfg.internal_batch_size))
-        return sim, {"rows": rows, "grad": True, "flops": lambda s: s.flops * math.ceil(n / b),
-                     "notes": f"{cfg.path}, {cfg.n_steps} steps, {len(sp.sites) if cfg.path == 'per_sae' else 1} path(s) per batch"}
+        # The step ladder's worst case: memory at its largest count (simulated pinned there, as the
+        # ladder's completeness check needs real numbers), FLOPs for every rung (IG's work is linear
+        # in the steps; the endpoint forwards, one per SAE and batch without gradients, are not counted).
+        ladder = cfg.step_ladder() if hasattr(cfg, "step_ladder") else [cfg.n_steps]
+        top = ladder[-1]
+        pinned = method if cfg.n_steps == top else type(method)(cfg, n_steps=top)
+        sim = tracked(sp, lambda: pinned.discover(ctx))
+        rows = min(top * b, max(b, cfg.internal_batch_size))
+        return sim, {"rows": rows, "grad": True, "flops": lambda s: s.flops * math.ceil(n / b) * sum(ladder) / top,
+                     "notes": f"{cfg.path}, {'+'.join(map(str, ladder))} steps{' (at most)' if len(ladder) > 1 else ''}, "
+                              f"{len(sp.sites) if cfg.path == 'per_sae' else 1} path(s) per batch"}
     if name == "binary_mask":
         ctx = make_context(sp, st, n)
         grid = cfg.grid()
@@ -256,15 +263,18 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
         # FLOPs: a lambda-step is one forward + backward of batch_size rows; a logged step adds a forward.
         unit = tracked(sp, lambda: _ap_unit(sp, ctx, rows_per)) if full else sim
         fwd = tracked(sp, lambda: _fwd_unit(sp, ctx, rows_per)) if full else sim
-        total = round(1.1 * cfg.steps)
-        lam_steps = len(grid) * total
-        n_logs = len({round(k * total / cfg.n_log) for k in range(cfg.n_log)} | {total}) + 1 if cfg.n_log else 0
+        # The step ladder's worst case (it runs to max_steps), every restart: an upper bound on the work.
+        ladder = cfg.step_ladder() if hasattr(cfg, "step_ladder") else [cfg.steps]
+        restarts = getattr(cfg, "restarts", 1)
+        total = round(1.1 * ladder[-1])
+        lam_steps = len(grid) * restarts * sum(round(1.1 * S) for S in ladder)
+        n_logs = restarts * len(ladder) * (len({round(k * total / cfg.n_log) for k in range(cfg.n_log)} | {total}) + 1) if cfg.n_log else 0
         probe = 0
         if getattr(cfg, "uses_probe", False) and hasattr(cfg, "probe_ladder"):
             probe = len(cfg.probe_ladder()) * round(1.1 * cfg.probe_steps)
         L = min(group, len(sim_grid))
         mask_bytes = L * (P if cfg.granularity == "position" else 1) * sum(S.values()) * 4
-        notes = (f"{len(grid)} lambdas x {total} steps, {L} lambdas per forward; mask logits + grad + Adam moments "
+        notes = (f"{len(grid)} lambdas x {restarts} restarts x {'+'.join(str(round(1.1 * S)) for S in ladder)} steps (at most), {L} lambdas per forward; mask logits + grad + Adam moments "
                  f"{4 * mask_bytes / GIB:.2f} GiB (in 'SAE lat./masks')"
                  + (f", + probe {len(cfg.probe_ladder())} lambdas x {round(1.1 * cfg.probe_steps)} steps" if probe else ""))
         return sim, {"rows": L * rows_per, "grad": True, "notes": notes,
@@ -291,7 +301,62 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
         ctx = make_context(sp, st, 2)
         sim = tracked(sp, lambda: method.discover(ctx))
         return sim, {"rows": 0, "grad": False, "flops": lambda s: 0.0}
+    if name == "greedy":
+        # The pool: the three methods' own runs, as Greedy.build_pool makes them, each simulated by its branch.
+        ig, atp, mag = greedy_pool_methods(cfg.batch_size)
+        subs = {m.name: (m, *_sim_one(sp, st, m.name, m, m.config, n, P, full))
+                for m in ((ig, atp, mag) if full else (ig, atp))}
+        # The elimination: one stacked no-grad forward of max_rows (circuit, prompt) rows, like the evaluator's.
+        fn, elim_rows = greedy_eliminate_fn(sp, st, cfg, n)
+        elim = simulate(sp, fn, flops=False)
+        parts = [(subs["integrated_gradients"][1], subs["integrated_gradients"][2]["rows"], True, "IG"),
+                 (subs["attribution_patching"][1], subs["attribution_patching"][2]["rows"], True, "AtP"),
+                 (elim, elim_rows, False, "elimination")]
+        sim, rows, grad, where = max(parts, key=lambda p: p[0].peak)  # ties: the earlier part
+        m = min(cfg.n_prompts, n)
+        circuits = greedy_evaluations(cfg.pool, cfg.exact_below)
+        row = tracked(sp, lambda: _fwd_unit(sp, make_context(sp, st, m), 1)) if full else elim
+
+        def flops(_s):  # the pool's three runs + every evaluated circuit's forward rows
+            return sum(info["flops"](s) for _m, s, info in subs.values()) + circuits * m * row.flops
+
+        b_ig = min(ig.config.batch_size, n)
+        notes = (f"pool {cfg.pool} from IG ({ig.config.n_steps} steps, batch {b_ig}) + AtP + magnitude (batch "
+                 f"{min(cfg.batch_size, n)}); elimination {circuits} circuits x {m} prompts, {elim_rows} rows per "
+                 f"no-grad forward; peak in {where}")
+        return sim, {"rows": rows, "grad": grad, "flops": flops, "notes": notes}
     raise KeyError(name)
+
+
+def greedy_pool_methods(batch_size: int):
+    """Greedy's pool methods as it runs them, (IG, AtP, magnitude): its own ``pool_methods``, found
+    through the registry (bench never imports the methods package)."""
+    return type(method_instance("greedy", {})).pool_methods(batch_size)
+
+
+def greedy_evaluations(pool: int, exact_below: int) -> int:
+    """Circuits greedy's elimination evaluates from a pool of ``pool`` nodes: its own ``n_evaluations``."""
+    return type(method_instance("greedy", {})).n_evaluations(pool, exact_below)
+
+
+def greedy_eliminate_fn(sp, st: Settings, cfg, n: int):
+    """Greedy's elimination forward: ``stacked_logit_diff`` of as many circuits as fill ``max_rows`` rows on
+    its first ``n_prompts`` train prompts, without gradients; (the function, its rows per forward)."""
+    import torch
+
+    from bench.model.masked import stacked_logit_diff
+
+    m = min(cfg.n_prompts, n)
+    ctx = make_context(sp, st, m)
+    b = min(m, max(1, cfg.max_rows))  # prompts per forward
+    per = max(1, cfg.max_rows // b)  # circuits per forward
+    circuit = {s: c.clone() for s, c in ctx.candidates.items()}
+
+    def fn():
+        with torch.no_grad():
+            return stacked_logit_diff(sp, ctx.train, [circuit] * per, ctx.replacement, cfg.max_rows)
+
+    return fn, per * b
 
 
 def _ap_unit(sp, ctx, rows: int):

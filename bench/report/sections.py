@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.eval import verdict
+from bench.eval.stats import ONE_SEED
 from bench.report.markdown import F_NAME, ci, headline_wide, markdown_table
 
 
@@ -64,8 +65,11 @@ def setting(c: ReportContext) -> list[str]:
         "Methods see the train split only.", "",
         f"Faithfulness is the headline form {F_NAME} on the **held-out test split** unless a column says otherwise; "
         "m = mean logit difference, everything outside the circuit mean-ablated (the run's ablation). "
-        "Intervals are 95% bootstrap intervals over test prompts and seeds"
-        + (" (one seed: over prompts only, saying nothing about seed-to-seed variation)" if len(seeds) == 1 else "")
+        "Intervals are 95% Student-t intervals over seeds: a statistic is computed per seed on its test prompts, "
+        "then mean ± t·sd/√S over the S seeds (the seed is what varies: data draw, split, method randomness); "
+        "the nodes needed for a level keep a bootstrap over test prompts and seeds"
+        + (f". **{ONE_SEED}**: with one seed every interval is a bootstrap over test prompts, saying nothing "
+           "about seed-to-seed variation" if len(seeds) == 1 else "")
         + ".", "",
         *(["**No cell produced circuits: every cell failed. The reasons are under \"Failed cells\" below.**", ""]
           if t["circuits"].empty else []),
@@ -85,41 +89,96 @@ def headline(c: ReportContext) -> list[str]:
 
 
 def verdict_section(c: ReportContext) -> list[str]:
-    """The paired verdict of the mask against every other method, and its tally."""
+    """The paired verdict of the mask against every other method, and its tally (references left out)."""
     t, controls, flags = c.tables, c.controls, c.flags
     lines = [
         "## Verdict: paired differences at matched sizes", "",
-        "F(mask) − F(other) with a paired bootstrap over prompts and seeds. **beats**: the interval lies above 0; "
-        "**loses**: below 0; **tied**: it contains 0; **saturated**: both mean F ≥ " f"{verdict.SATURATED}" ", where a "
-        "difference is mostly overshoot above 1 rather than a smaller faithful circuit (shown, not counted; "
-        "`verdict_interval` and the second tally give the interval's verdict alone). `sizes`: the mask circuit's "
-        "size in seeds 0/1/2… (a wide spread widens the interval). activation_patching is the noising effect averaged "
-        "over its first `diag_prompts_used` train prompts only (8 by default; every other method sees the whole "
-        "train split), and its split-half reliability is in the cost table: where it is near 0 its verdicts say "
-        "nothing about exact patching.", "",
+        "F(mask) − F(other) per seed, both scored on that seed's test prompts, averaged over seeds with a 95% "
+        "Student-t interval over the seeds' differences (a comparison with one seed has a bootstrap over its test "
+        f"prompts instead, and its `interval` says \"{ONE_SEED}\"). **beats**: the interval lies above 0; "
+        "**loses**: below 0; **tied**: it contains 0; "
+        f"**saturated**: in every seed both F ≥ {verdict.SATURATED} (`F_method_min`, `F_vs_min`: the lowest seed's F), "
+        "where a difference is mostly overshoot above 1 rather than a smaller faithful circuit (shown, not counted; "
+        "`verdict_interval` and the second tally give the interval's verdict alone). `signs`: in how many seeds "
+        "the mask's F is the higher. `sizes`: the mask circuit's size in seeds 0/1/2… (a wide spread widens the "
+        "interval).", "",
     ]
     pw = t["pairwise"].copy()
-    if not pw.empty:
-        pw["F(mask) − F(other)"] = [ci(r["diff"], r.lo, r.hi) for _, r in pw.iterrows()]
-        cols = ["task", "target", "sizes", "vs", "F_method", "F_vs", "F(mask) − F(other)", "verdict", "verdict_interval", "n_seeds"]
-        if controls:
-            pw["controls as good"] = [
-                "; ".join(f"{who}: {', '.join(flags[(r.task, int(r.target), m)])}"
-                          for who, m in (("mask", r.method), ("other", r.vs)) if (r.task, int(r.target), m) in flags) or "–"
-                for _, r in pw.iterrows()]
-            cols.append("controls as good")
-        lines += [markdown_table(pw, cols), ""]
-        if controls:
-            lines += ["`controls as good`: the method (mask or other) reaches, on the named control, a test F inside "
-                      "or above its real interval at this target with no more nodes (see Controls below). On `shuffled` "
-                      "and `random` its F here is no evidence of a mechanism; on `basis` the raw residual coordinates "
-                      "do as well as the SAE latents.", ""]
-        counts = pw.groupby(["vs", "verdict"]).size().unstack(fill_value=0)
-        raw = pw.groupby(["vs", "verdict_interval"]).size().unstack(fill_value=0)
-        lines += ["Tally over tasks and matched sizes:", "", markdown_table(counts.reset_index()), "",
-                  "The same, judged by the interval alone (saturated pairs included):", "",
-                  markdown_table(raw.reset_index()), ""]
-    return lines
+    if pw.empty:
+        return lines
+    lines += _out_of_tally(pw)
+    pw["F(mask) − F(other)"] = [ci(r["diff"], r.lo, r.hi) for _, r in pw.iterrows()]
+    cols = ["task", "target", "sizes", "vs", "F_method", "F_vs", "F_method_min", "F_vs_min", "F(mask) − F(other)",
+            "signs", "verdict", "verdict_interval", "in_tally"] + (["interval"] if (pw.interval == ONE_SEED).any() else [])
+    if controls:
+        pw["controls as good"] = [
+            "; ".join(f"{who}: {', '.join(flags[(r.task, int(r.target), m)])}"
+                      for who, m in (("mask", r.method), ("other", r.vs)) if (r.task, int(r.target), m) in flags) or "–"
+            for _, r in pw.iterrows()]
+        cols.append("controls as good")
+    lines += [markdown_table(pw, cols), ""]
+    if controls:
+        lines += ["`controls as good`: the method (mask or other) reaches, on the named control, a test F inside "
+                  "or above its real interval at this target with no more nodes (see Controls below). On `shuffled` "
+                  "and `random` its F here is no evidence of a mechanism; on `basis` the raw residual coordinates "
+                  "do as well as the SAE latents.", ""]
+    return lines + _tally(pw[pw.in_tally])
+
+
+def _out_of_tally(pw: pd.DataFrame) -> list[str]:
+    """Why each reference method in the table is left out of the tally."""
+    refs = [m for m in verdict.REFERENCES if m in set(pw.vs) | set(pw.method)]
+    if not refs:
+        return []
+    return (["Left out of the tally (`in_tally` False), shown for reference:", ""]
+            + [f"- `{m}`: {verdict.REFERENCES[m]}" for m in refs] + [""])
+
+
+def _tally(pw: pd.DataFrame) -> list[str]:
+    """Counts of each verdict per rival, and the same judged by the interval alone."""
+    if pw.empty:
+        return ["No comparison is in the tally (every compared method is a reference).", ""]
+    counts = pw.groupby(["vs", "verdict"]).size().unstack(fill_value=0)
+    raw = pw.groupby(["vs", "verdict_interval"]).size().unstack(fill_value=0)
+    return ["Tally over tasks and matched sizes (references left out):", "", markdown_table(counts.reset_index()), "",
+            "The same, judged by the interval alone (saturated pairs included):", "",
+            markdown_table(raw.reset_index()), ""]
+
+
+def reference_share(c: ReportContext) -> list[str]:
+    """Each method's F as a share of the greedy reference's, at matched sizes within greedy's pool."""
+    rs = c.tables.get("reference_share", pd.DataFrame()).copy()
+    if rs.empty:
+        return []
+    rs["F / F(greedy)"] = [ci(r.share, r.lo, r.hi) for _, r in rs.iterrows()]
+    return ["## Share of the best circuit found (greedy reference)", "",
+            "How far each method is from the best circuit the reference found: per seed F_test(method) / "
+            "F_test(greedy) at the same matched size, then the mean over seeds with its 95% interval (as the "
+            "verdict's). greedy is a search on the train split (backward elimination over a pool of `pool_size` "
+            "nodes), so only sizes within its pool are shown. 1: as faithful as greedy's circuit; above 1: more "
+            "(greedy's circuit is a good circuit found on train, not the best possible on test). Where greedy's F "
+            f"is below {verdict.SHARE_MIN_F} in some seed the ratio is noise and shown as –.", "",
+            markdown_table(rs, ["task", "target", "method", "k", "F", "F_greedy", "F / F(greedy)", "n_seeds",
+                                "pool_size"]), ""]
+
+
+def chosen_settings(c: ReportContext) -> list[str]:
+    """The settings each method got on the train split, so a reader sees no method ran at a default
+    that handicapped it."""
+    st = c.tables.get("settings", pd.DataFrame())
+    if st.empty:
+        return []
+    cols = [k for k in ("task", "method", "n_seeds", "cut_rule", "train_F_abs", "train_F_positive", "steps",
+                        "steps_state", "restart_lr") if k in st.columns]
+    return ["## Settings chosen on the train split", "",
+            "Every ranking is cut by the rule with the higher mean train F over the shared size grid: `abs` "
+            "(largest |score| first) or `positive` (largest signed score first, nodes against the answer last); "
+            "`cut_rule` counts the seeds that chose each (a ranking with no negative score is cut by `abs`, the "
+            "rules being the same), and `train_F_*` is each rule's mean train F. The mask's `steps` is the "
+            "schedule its step ladder settled on per seed (`steps_state`: converged, or stopped at max_steps), "
+            "and `restart_lr` counts the learning rates of the restarts chosen over all its lambdas "
+            "(`methods/binary_mask.py`, Restarts and Steps).", "",
+            markdown_table(st, cols), ""]
 
 
 def control_runs(c: ReportContext) -> list[str]:
@@ -307,5 +366,5 @@ def figures(c: ReportContext) -> list[str]:
     return lines
 
 
-SECTIONS = (setting, headline, verdict_section, control_runs, levels, area, train_test, completeness, knockout,
-            stability, nestedness, sites, costs, failures, figures)
+SECTIONS = (setting, headline, verdict_section, reference_share, chosen_settings, control_runs, levels, area, train_test, completeness,
+            knockout, stability, nestedness, sites, costs, failures, figures)

@@ -1,10 +1,10 @@
 """The Markdown report of a run, made from stored rows only (through :mod:`bench.eval.verdict`).
 
 Sections (:data:`bench.report.sections.SECTIONS`): setting; the headline (F at matched sizes with
-95% intervals, and the paired verdict); controls; nodes needed for F ≥ 0.8 / 0.9 (interpolated);
-area against random; train vs test; completeness and knockout; stability and nestedness; the
-studied circuits per SAE; cost; failed cells; figures. Every table is also written as CSV next to
-the report.
+95% intervals, and the paired verdict); each method's share of the greedy reference's F; controls;
+nodes needed for F ≥ 0.8 / 0.9 (interpolated); area against random; train vs test; completeness
+and knockout; stability and nestedness; the studied circuits per SAE; cost; failed cells; figures.
+Every table is also written as CSV next to the report (``summary_<table>.csv``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from bench.report import controls as control_report
 from bench.report.sections import SECTIONS, ReportContext
 from bench.run.results import read_run_json
 
-SUMMARY_TABLES = ("matched", "pairwise", "levels", "area", "train_test", "knockout", "stability", "nestedness", "sites",
-                  "controls", "control_signal")
+SUMMARY_TABLES = ("matched", "pairwise", "reference_share", "settings", "levels", "area", "train_test", "knockout", "stability",
+                  "nestedness", "sites", "controls", "control_signal")
 
 
 def summary(df: pd.DataFrame, n_boot: int = 2000) -> dict[str, pd.DataFrame]:

@@ -3,7 +3,7 @@
 A *cell* is one (task, method, seed) under one setting (preset, error policy, ablation, sizes).
 :func:`run_cell` is a short pipeline of named steps, each a function that can be tested alone::
 
-    discover -> validate_output -> circuits_at_sizes -> evaluate_circuits -> derived metrics -> rows
+    discover -> validate_output -> choose_cut_rule -> circuits_at_sizes -> evaluate_circuits -> derived metrics -> rows
 
 Matched sizes by construction: a cell evaluates its method at the shared grid of sizes plus every
 size that a circuits-method (the learned mask) produced on the same task and seed (``extra_sizes``,
@@ -22,7 +22,7 @@ import torch
 from bench.api import Circuit, CircuitSet, Method, MethodContext, Scores
 from bench.errors import MethodFailure
 from bench.eval.evaluate import F_FORMS, HEADLINE, Evaluator
-from bench.eval.sizes import n_nodes, nearest_sizes, restrict, size_grid, sweep_ranking, top_k_circuit
+from bench.eval.sizes import CUT_RULES, n_nodes, nearest_sizes, restrict, size_grid, sweep_ranking, top_k_circuit
 from bench.run.config import RunConfig
 from bench.run.costs import CostMeter
 from bench.run.rows import node_rows, trace_rows
@@ -74,12 +74,29 @@ def native_sizes(out: Scores | CircuitSet, universe: dict[str, torch.Tensor]) ->
     return sorted({n_nodes(restrict(c, universe).masks) for c in out.circuits})
 
 
+def choose_cut_rule(ev: Evaluator, out: Scores | CircuitSet, universe: dict[str, torch.Tensor],
+                    grid: list[int]) -> tuple[str, dict[str, float]]:
+    """Step 3a: the cut rule of a ranking, chosen on the *train* split: the rule of
+    :data:`~bench.eval.sizes.CUT_RULES` whose cuts at the shared grid have the highest mean train F
+    (ties: "abs"). Returns (rule, {rule: mean train F}); no evaluation where the rules cannot differ
+    (a circuits-method read as a ranking, or no universe node with a negative score)."""
+    if isinstance(out, CircuitSet) or not any(bool((v.detach().cpu()[universe[s]] < 0).any()) for s, v in out.values.items()):
+        return "abs", {}
+    masks = [top_k_circuit(out.values, universe, k, rule).masks for rule in CUT_RULES for k in grid]
+    lds = ev.lds(masks, "train").mean(1).view(len(CUT_RULES), len(grid))
+    area = {rule: float(np.mean([ev.faithfulness(float(v), "train")[HEADLINE] for v in lds[i]]))
+            for i, rule in enumerate(CUT_RULES)}
+    best = max(CUT_RULES, key=lambda r: (area[r], r == "abs"))
+    return best, area
+
+
 def circuits_at_sizes(out: Scores | CircuitSet, universe: dict[str, torch.Tensor],
-                      sizes: list[int], grid: list[int] | None = None) -> list[tuple[Circuit, str]]:
+                      sizes: list[int], grid: list[int] | None = None, rule: str = "abs") -> list[tuple[Circuit, str]]:
     """Step 3: the circuits to evaluate, each with its kind.
 
     ``native``: a circuit the method built (restricted to the universe); ``cut``: the method's
-    ranking cut at one of ``sizes`` (a circuits-method is read as a ranking by :func:`sweep_ranking`).
+    ranking cut by ``rule`` at one of ``sizes`` (a circuits-method is read as a ranking by
+    :func:`sweep_ranking`).
     """
     out_list: list[tuple[Circuit, str]] = []
     if isinstance(out, CircuitSet):
@@ -89,7 +106,7 @@ def circuits_at_sizes(out: Scores | CircuitSet, universe: dict[str, torch.Tensor
         ranking = out.values
     grid_set = set(grid or [])
     for k in sizes:
-        c = top_k_circuit(ranking, universe, k)
+        c = top_k_circuit(ranking, universe, k, rule)
         c.params["grid"] = k in grid_set  # a shared-grid size (area scores use these only)
         out_list.append((c, "cut"))
     return out_list
@@ -195,7 +212,8 @@ def run_cell(setup: TaskSetup, method: Method, cfg: RunConfig, extra_sizes: list
     own = native_sizes(out, setup.universe)
     sizes, grid, headline = plan_sizes(setup.n_universe, cfg.grid_per_decade, sorted(set(extra_sizes or []) | set(own)),
                                        cfg.headline_targets)
-    todo = circuits_at_sizes(out, setup.universe, sizes, grid)
+    rule, rule_area = choose_cut_rule(ev, out, setup.universe, grid)
+    todo = circuits_at_sizes(out, setup.universe, sizes, grid, rule)
     # The complement (completeness) is measured where the report and figures use it: the shared
     # grid, the matched headline sizes and a circuits-method's own circuits.
     keep = set(grid) | set(headline.values())
@@ -205,6 +223,8 @@ def run_cell(setup: TaskSetup, method: Method, cfg: RunConfig, extra_sizes: list
             for m, v in cost.as_metrics().items()]
     if isinstance(out, Scores):
         rows += [dict(base, metric=f"diag_{m}", value=float(v)) for m, v in out.diagnostics.items()]
+    rows += [dict(base, split="train", metric="cut_rule_train_F", value=a, text=r + (" (chosen)" if r == rule else ""))
+             for r, a in rule_area.items()]
     rows += [dict(base, **r) for r in circuit_rows(evals, list(setup.universe))]
     natives = [i for i, e in enumerate(evals) if e.kind == "native"]
     for r in nestedness([evals[i].circuit for i in natives]):

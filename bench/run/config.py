@@ -16,7 +16,7 @@ from bench.model.spliced import ERROR_POLICIES
 
 DEFAULT_TASKS = ("dict_keyerror", "list_indexerror", "sva", "ioi")
 DEFAULT_METHODS = ("binary_mask", "attribution_patching", "integrated_gradients", "activation_patching",
-                   "activation_magnitude", "random")
+                   "activation_magnitude", "random", "greedy")
 
 
 # Target sizes of the headline comparison: each becomes the nearest size the mask produced on the
@@ -34,7 +34,7 @@ class RunConfig:
     methods: tuple[str, ...] = DEFAULT_METHODS
     error_policy: str = "drop"
     ablation: str = "mean"
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # seed-level intervals need seeds (bench.eval.stats)
     n_train: int = 128
     n_test: int = 128
     # Tasks that need more train prompts than n_train so that no method overfits by default

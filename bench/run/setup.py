@@ -260,3 +260,15 @@ def setup_task(task, world, cfg: RunConfig, seed: int) -> TaskSetup:
                           universe, max_rows=cfg.max_rows)
     return TaskSetup(task.name, task.version, seed, train, test, ctx, evaluator, universe,
                      position_labels(test, world.tokenizer))
+
+
+def make_deterministic() -> None:
+    """``--deterministic``: deterministic torch kernels. On CUDA, cuBLAS needs a fixed workspace
+    (``CUBLAS_WORKSPACE_CONFIG``, read when CUDA starts: set here before any CUDA work) or torch
+    refuses its matmuls; a value the user set is kept."""
+    import os
+
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)

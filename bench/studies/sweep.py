@@ -239,9 +239,9 @@ def run_sweep(args, base: RunConfig) -> int:
     out = Path(args.out)
     preflight(settings, grid, grid_path)
     if args.deterministic:
-        import torch
+        from bench.run.setup import make_deterministic
 
-        torch.use_deterministic_algorithms(True)
+        make_deterministic()
     log.info("sweep: %d setting(s) from %s into %s", len(settings), grid_path, out)
     with lock_directory(out):
         info = {"grid_file": str(grid_path), "grid": {a: [_plain(v) for v in vs] for a, vs in grid.items()},
@@ -416,7 +416,8 @@ def write_sweep_report(rows: pd.DataFrame, settings: list[Setting], grid: dict, 
         + ("" if info.get("setting_reports") is False else ", report.md, figures") + ").", "",
         "Fixed for every setting: " + ", ".join(f"{k} `{_plain(v)}`" for k, v in fixed.items()) + ".", "",
         "Each verdict is that setting's own (bench.eval.verdict.pairwise, as in its report.md): F(mask) − F(other) on the "
-        "held-out test split at the matched size, paired bootstrap 95% interval over test prompts and seeds; "
+        "held-out test split at the matched size, paired per seed, 95% Student-t interval over seeds (one seed: a "
+        "bootstrap over test prompts); "
         "**beats**: the interval lies above 0, **loses**: below, **tied**: it contains 0. "
         "Every row is in `sweep_verdicts.csv`; the figure is `figures/sweep_verdicts.png`.", "",
     ]
