@@ -5,10 +5,11 @@ size k can be reported as a share of this one's. It returns a ranking (:class:`S
 method, so the harness cuts it and evaluates it on the held-out test split the same way.
 
 **Why backward, not forward.** With the SAE error term dropped every SAE is a full bottleneck: a
-circuit with no node at some site on the path passes no information, so under mean ablation its
-logit difference is that of the empty circuit (F = 0 exactly). Starting from the empty circuit
-every single-node forward step therefore has gain exactly 0, and so has the gradient: forward
-greedy is blind. Backward elimination starts from a faithful set and sees the effect of every step.
+circuit with no node at some site on the path passes nothing about the prompt past it. Starting
+from the empty circuit, a single added node sees only replaced values upstream, so it carries
+nothing about the prompt (at most a shift shared by every prompt), and the gradient there is no
+better: forward greedy cannot find the nodes that carry the task together. Backward elimination
+starts from a faithful set and sees the effect of every step.
 
 **The pool.** Eliminating from the whole node universe (thousands of nodes) costs too many
 forwards, so elimination starts from a pool of ``pool`` candidate nodes (default 128): the union
