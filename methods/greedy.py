@@ -115,6 +115,13 @@ class _Nodes:
         return idx[order].tolist()
 
 
+def n_dropped(n: int, exact_below: int) -> int:
+    """Nodes one elimination round removes from ``n``: a quarter (at least 1, never going below
+    ``exact_below``) above ``exact_below``, else one. The one place of this rule (the elimination
+    and ``bench plan``'s count of its circuits both read it)."""
+    return min(max(1, n // 4), n - exact_below) if n > exact_below else 1
+
+
 def round_robin(rankings: list[list[int]], limit: int) -> list[int]:
     """Take the next unseen node of each ranking in turn until ``limit`` nodes (or all used up)."""
     chosen: list[int] = []
@@ -169,7 +176,7 @@ class Greedy(Method):
         n, total = pool, 3
         while n > 1:
             total += n
-            n -= min(max(1, n // 4), n - exact_below) if n > exact_below else 1
+            n -= n_dropped(n, exact_below)
         return total
 
     def build_pool(self, ctx: MethodContext, nodes: _Nodes) -> list[int]:
@@ -200,9 +207,7 @@ class Greedy(Method):
         while len(current) > 1:
             left = mean_ld([nodes.masks(current[:i] + current[i + 1:]) for i in range(len(current))])
             n_eval += len(current)
-            n_drop = 1
-            if len(current) > self.config.exact_below:
-                n_drop = min(max(1, len(current) // 4), len(current) - self.config.exact_below)
+            n_drop = n_dropped(len(current), self.config.exact_below)
             # Highest LD left after removal = least needed: removed first. Ties: earlier pool node first.
             drop = torch.sort(left, descending=True, stable=True).indices[:n_drop].tolist()
             removed += [current[i] for i in drop]
