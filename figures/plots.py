@@ -89,7 +89,12 @@ def _vs_size(df: pd.DataFrame, out: Path, name: str, x: str, column: str, ylabel
 
 def faithfulness_vs_size(df: pd.DataFrame, out: Path) -> list[Path]:
     return _vs_size(df, out, "faithfulness_vs_size", "nodes", "test_ld", F_LABEL,
-                    "Faithfulness vs circuit size on the held-out test split (bands: 95% t interval over seeds)")
+                    f"Faithfulness vs circuit size on the held-out test split (bands: 95% {_band_kind(df)})")
+
+
+def _band_kind(df: pd.DataFrame) -> str:
+    """What the bands of a figure are: a t interval over seeds, or with one seed over prompts only."""
+    return "t interval over seeds" if df.seed.nunique() > 1 else f"interval, {stats.ONE_SEED}"
 
 
 def faithfulness_vs_latents(df: pd.DataFrame, out: Path) -> list[Path]:
