@@ -163,7 +163,7 @@ def test_adaptive_grid_extends_upwards_and_repairs_empty_circuits(monkeypatch, t
     m = BinaryMask(restarts=1)
     judge = Judge(ctx, torch.zeros(len(ctx.train)), 8)
     first, _ = m.fit(ctx, [1e3, 1e-3], None, judge, steps=5)
-    grid, results = m.repair_empty(ctx, [1e3, 1e-3], first, None, judge, 5)
+    grid, results = m.repair_empty(ctx, [1e3, 1e-3], first, None, judge)
     assert grid == [1e-3, 177.8]  # 1e3 -> 562.3 -> 316.2 (still empty) -> 177.8; sorted by lambda
     assert all(m.n_nodes(ctx, f.logits) > 0 for f in results)
 
@@ -220,7 +220,7 @@ def test_the_step_ladder_stops_when_two_schedules_agree(tiny_ioi, monkeypatch):
     def fake_best(self, ctx, lambdas, ld_ref, judge, steps):
         from methods.binary_mask import Fitted
         calls.append(steps)
-        return [Fitted({}, {}, {"nodes_judge": sizes[steps], "F_judge": 0.9}) for _ in lambdas]
+        return [Fitted({}, {}, {"nodes_judge": sizes[steps], "F_judge": 0.9, "steps": steps}) for _ in lambdas]
 
     monkeypatch.setattr(BinaryMask, "best_restarts", fake_best)
     fitted, steps = m.fit(ctx, [1e-2], None, None)
@@ -230,3 +230,24 @@ def test_the_step_ladder_stops_when_two_schedules_agree(tiny_ioi, monkeypatch):
     calls.clear()
     fitted, steps = m.fit(ctx, [1e-2], None, None)
     assert calls == [4, 8, 16, 32] and steps == 32 and fitted[0].params["steps_state"] == "max_steps"
+
+
+def test_each_lambda_leaves_the_ladder_when_its_own_circuits_agree(tiny_ioi, monkeypatch):
+    """Convergence is judged per lambda: a lambda whose circuit agrees with its previous schedule's
+    stops there (its circuit kept), and only the others train at the next schedule."""
+    ctx = _ctx(tiny_ioi)
+    m = BinaryMask(min_steps=4, max_steps=16, restarts=1, n_log=0)
+    sizes = {0.1: {4: 10, 8: 10, 16: 10}, 1.0: {4: 50, 8: 20, 16: 19}, 10.0: {4: 90, 8: 60, 16: 30}}
+    calls = []
+
+    def fake_best(self, ctx, lambdas, ld_ref, judge, steps):
+        from methods.binary_mask import Fitted
+        calls.append((steps, list(lambdas)))
+        return [Fitted({}, {}, {"nodes_judge": sizes[lam][steps], "F_judge": 0.9, "steps": steps}) for lam in lambdas]
+
+    monkeypatch.setattr(BinaryMask, "best_restarts", fake_best)
+    fitted, steps = m.fit(ctx, [0.1, 1.0, 10.0], None, None)
+    assert calls == [(4, [0.1, 1.0, 10.0]), (8, [0.1, 1.0, 10.0]), (16, [1.0, 10.0])]
+    assert [f.params["steps"] for f in fitted] == [8, 16, 16] and steps == 16
+    assert [f.params["steps_tried"] for f in fitted] == [[4, 8], [4, 8, 16], [4, 8, 16]]
+    assert [f.params["steps_state"] for f in fitted] == ["converged", "converged", "max_steps"]

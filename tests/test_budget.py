@@ -69,6 +69,17 @@ def _whole_run_working(fitter, name: str, options: dict, max_rows: int) -> int:
     if name == B.EVALUATOR:
         return plan_evaluator(sp, dataclasses.replace(st, max_rows=max_rows), None)[0].working
     m = method_instance(name, options)
+    if name == "integrated_gradients":
+        # the whole run at the ladder's top count, every internal batch (the plan itself simulates
+        # only the first three: bench.plan.estimate.ig_peak_steps, which this checks)
+        from bench.plan.estimate import make_context
+        from bench.plan.simulate import simulate
+
+        top = method_instance(name, {**options, "n_steps": m.config.step_ladder()[-1]})
+        ctx = make_context(sp, st, min(m.config.batch_size, st.n_train))
+        whole = simulate(sp, lambda: top.discover(ctx), flops=False).peak
+        assert _sim_one(sp, st, name, m, m.config, st.n_train, st.seq_len, full=False)[0].peak == whole
+        return whole
     return _sim_one(sp, st, name, m, m.config, st.n_train, st.seq_len, full=False)[0].peak
 
 

@@ -33,7 +33,7 @@ def _hf_params(a: dict) -> int:
 def gemma_plan():
     from bench.plan.estimate import Settings, make_plan
 
-    st = Settings.defaults(methods=("attribution_patching", "activation_patching"))
+    st = Settings.defaults(methods=("attribution_patching", "activation_patching"), compare_logits=True)
     return make_plan("gemma-2-9b", st)
 
 

@@ -12,9 +12,9 @@ from bench.plan.estimate import (
     DEFAULT_TFLOPS,
     DTYPE_BYTES,
     Settings,
-    format_plan,
     make_plan,
 )
+from bench.plan.text import format_plan
 from bench.run.config import parse_method_options
 
 
@@ -39,6 +39,9 @@ def add_plan_command(subparsers) -> argparse.ArgumentParser:
                    help="exact patching: candidate latents per site and position (default %(default)s)")
     p.add_argument("--logits", default="code", choices=("code", "all", "last"),
                    help="logits as the code computes them (default), or forced to all / the last position")
+    p.add_argument("--compare-logits", action="store_true",
+                   help="also plan every method with the logits computed the other way (all positions vs the "
+                        "last): the 'peak if logits at ...' column; doubles the planning time")
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="method option (JSON value)")
     p.add_argument("--fit", action="store_true",
                    help="fit every method's batch-like options and the evaluator's max-rows to --gpu-memory "
@@ -54,7 +57,8 @@ def settings_from_args(args, preset_dtype: str) -> Settings:
         n_train=args.n_train, n_test=args.n_test, seq_len=args.seq_len, dtype=args.dtype or preset_dtype,
         max_rows=args.max_rows, error_policy=args.error_policy, ablation=args.ablation,
         candidates_per_pos=args.candidates_per_position, methods=methods, method_options=parse_method_options(args.option),
-        gpu_memory_gib=args.gpu_memory, tflops=args.tflops, logits=args.logits)
+        gpu_memory_gib=args.gpu_memory, tflops=args.tflops, logits=args.logits,
+        compare_logits=getattr(args, "compare_logits", False))
 
 
 def cmd_plan(args) -> int:

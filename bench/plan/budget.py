@@ -65,6 +65,7 @@ from bench.plan.estimate import (
     Settings,
     greedy_eliminate_fn,
     greedy_pool_methods,
+    ig_peak_steps,
     make_context,
     plan_setup,
 )
@@ -292,13 +293,10 @@ class Fitter:
             return simulate(sp, lambda: method.discover(ctx), flops=False).peak
         if name == "integrated_gradients":
             b = min(cfg.batch_size, n)
-            S = cfg.step_ladder()[-1] if hasattr(cfg, "step_ladder") else cfg.n_steps  # the ladder's largest count
-            steps = min(S, max(1, max(b, cfg.internal_batch_size) // b))
-            if 3 * steps < S:  # three internal batches of the same rows: from the third on, captum
-                # holds its running sum and the previous batch's attributions at once (the peak of every later one)
-                method = self.method(name, {**options, "n_steps": 3 * steps, "internal_batch_size": steps * b})
-            elif cfg.n_steps != S:  # pinned at the ladder's top (its completeness check needs real numbers)
-                method = self.method(name, {**options, "n_steps": S})
+            # three internal batches of the same rows, or the ladder's top count pinned (its
+            # completeness check needs real numbers): the peak of the whole run (ig_peak_steps)
+            steps, ibs = ig_peak_steps(cfg, b)
+            method = self.method(name, {**options, "n_steps": steps, "internal_batch_size": ibs})
             ctx = make_context(sp, st, b)
             return simulate(sp, lambda: method.discover(ctx), flops=False).peak
         if name == "binary_mask":

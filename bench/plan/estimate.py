@@ -77,6 +77,9 @@ class Settings:
     gpu_memory_gib: float = 80.0
     tflops: float | None = None
     logits: str = "code"  # "code": as SplicedModel computes them; "all" / "last": forced
+    # also simulate every method with the logits the other way (the "peak if logits at ..." column):
+    # twice the simulation time, so asked for (--compare-logits), not the default
+    compare_logits: bool = False
 
     @classmethod
     def defaults(cls, **kw) -> Settings:
@@ -213,6 +216,7 @@ def plan_method(sp, st: Settings, name: str, alt_mode: str | None) -> MethodPlan
 
     def run_sim(mode: str, full: bool) -> tuple[Sim, dict]:
         with logits_mode(sp, mode):
+            sp.__dict__["_plan_mode"] = mode
             return _sim_one(sp, st, name, method, cfg, n, P, full)
 
     sim, info = run_sim(st.logits, True)
@@ -222,7 +226,18 @@ def plan_method(sp, st: Settings, name: str, alt_mode: str | None) -> MethodPlan
 
 
 def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: bool = True):
-    """One method's dominant computation under the tracker; ``full``: also count FLOPs (and their units)."""
+    """One method's dominant computation under the tracker; ``full``: also count FLOPs (and their units).
+
+    Memoised per model: greedy's pool runs attribution patching exactly as the method itself does
+    (same options), and that simulation is not repeated."""
+    memo = sp.__dict__.setdefault("_plan_sims", {})
+    key = (name, cfg, n, P, full, sp.__dict__.get("_plan_mode"), st.ablation, st.seq_len)
+    if key not in memo:
+        memo[key] = _simulate_method(sp, st, name, method, cfg, n, P, full)
+    return memo[key]
+
+
+def _simulate_method(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: bool = True):
     import torch
 
     S = {s: sp.d_sae(s) for s in sp.sites}
@@ -243,10 +258,15 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
         # in the steps; the endpoint forwards, one per SAE and batch without gradients, are not counted).
         ladder = cfg.step_ladder() if hasattr(cfg, "step_ladder") else [cfg.n_steps]
         top = ladder[-1]
-        pinned = method if cfg.n_steps == top else type(method)(cfg, n_steps=top)
+        # captum runs the top rung's top*b interpolated rows in chunks of internal_batch_size, each
+        # the same computation: the peak is reached by the third chunk (ig_peak_steps), so that
+        # much is simulated and the FLOPs scaled by the steps it stands for; every further chunk
+        # would repeat the same ops, ~8 s of Python each on the meta device for a Gemma-sized model.
+        sim_steps, ibs = ig_peak_steps(cfg, b)
+        pinned = type(method)(cfg, n_steps=sim_steps, internal_batch_size=ibs)
         sim = tracked(sp, lambda: pinned.discover(ctx))
         rows = min(top * b, max(b, cfg.internal_batch_size))
-        return sim, {"rows": rows, "grad": True, "flops": lambda s: s.flops * math.ceil(n / b) * sum(ladder) / top,
+        return sim, {"rows": rows, "grad": True, "flops": lambda s: s.flops * math.ceil(n / b) * sum(ladder) / sim_steps,
                      "notes": f"{cfg.path}, {'+'.join(map(str, ladder))} steps{' (at most)' if len(ladder) > 1 else ''}, "
                               f"{len(sp.sites) if cfg.path == 'per_sae' else 1} path(s) per batch"}
     if name == "binary_mask":
@@ -326,6 +346,18 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
                  f"no-grad forward; peak in {where}")
         return sim, {"rows": rows, "grad": grad, "flops": flops, "notes": notes}
     raise KeyError(name)
+
+
+def ig_peak_steps(cfg, b: int) -> tuple[int, int]:
+    """(n_steps, internal_batch_size) of an IG run on ``b`` prompts with the same peak memory as
+    ``cfg`` at its ladder's top count. From the third internal batch on, captum holds its running
+    sum and the previous batch's attributions at once, so three batches of the same rows reach the
+    peak of every later one (``tests/test_budget.py`` compares with the whole run)."""
+    S = cfg.step_ladder()[-1] if hasattr(cfg, "step_ladder") else cfg.n_steps
+    steps = min(S, max(1, max(b, cfg.internal_batch_size) // b))
+    if 3 * steps < S:
+        return 3 * steps, steps * b
+    return S, cfg.internal_batch_size
 
 
 def greedy_pool_methods(batch_size: int):
@@ -482,10 +514,7 @@ def make_plan(preset, settings: Settings | None = None, world_dir=None, progress
     arch = resolve_arch(p, world_dir)
     sp = build_meta(arch, st.dtype, st.error_policy)
     code = code_logits_mode()
-    if st.logits == "code":
-        alt = "all" if code == "last" else "last"
-    else:
-        alt = None
+    alt = ("all" if code == "last" else "last") if st.logits == "code" and st.compare_logits else None
     static = static_bytes(sp)
     setup_peak, resident = plan_setup(sp, st)
     torch.manual_seed(0)
@@ -512,70 +541,3 @@ def make_plan(preset, settings: Settings | None = None, world_dir=None, progress
         tokens = ap.rows * st.seq_len
         per_block = ap.breakdown.get("activations", 0) / max(1, tokens * _first_site_blocks(sp))
     return Plan(p.name, arch, st, code, static, setup_peak, resident, methods, per_block)
-
-
-# ----- output -------------------------------------------------------------------------------------
-
-def _gib(b: float) -> str:
-    return f"{b / GIB:.1f}" if b >= 0.095 * GIB else f"{b / GIB:.2f}"
-
-
-def _flops(f: float) -> str:
-    return f"{f:.2e}"
-
-
-def _secs(s: float) -> str:
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
-
-
-def format_plan(plan: Plan) -> str:
-    st, a = plan.settings, plan.arch
-    c = a.cfg
-    other = "all positions" if plan.code_logits == "last" else "last position"
-    lines = [
-        f"# bench plan: {plan.preset} ({st.dtype})",
-        "",
-        f"Architecture ({a.source}): {c.get('n_layers')} layers, d_model {c.get('d_model')}, d_mlp {c.get('d_mlp')}, "
-        f"{c.get('n_heads')} heads x d_head {c.get('d_head')}"
-        + (f", {c.get('n_key_value_heads')} KV heads" if c.get("n_key_value_heads") else "")
-        + f", vocab {c.get('d_vocab')}; SAEs: " + ", ".join(f"{h} (d_sae {int(sc['d_sae'])}, {sc.get('architecture')})" for h, sc in a.saes),
-    ]
-    bad = [x for x in a.checks if x.startswith("MISMATCH")]
-    if a.checks:
-        lines.append(f"Cross-checks: {len(a.checks) - len(bad)} ok" + (f"; {'; '.join(bad)}" if bad else ""))
-    lines += [
-        f"Settings: {st.n_train} train / {st.n_test} test prompts of {st.seq_len} tokens, ablation {st.ablation}, "
-        f"error {st.error_policy}, evaluator max_rows {st.max_rows}; logits: the code computes the "
-        f"{'last position only' if plan.code_logits == 'last' else 'all positions'}.",
-        f"Static: model {_gib(plan.static['model'])} GiB (parameters + buffers, TL layout) + SAEs {_gib(plan.static['saes'])} GiB; "
-        f"resident per task {_gib(plan.resident)} GiB; task setup peaks at {_gib(plan.setup_peak)} GiB above static. "
-        f"A gradient pass keeps {plan.per_block_token / 1024:.0f} KiB per block per token of activations "
-        "(plus the weight copies).",
-        "",
-        f"| method | rows/pass | grad | peak GiB | weight copies | activations | SAE lat./masks | logits | "
-        f"peak if logits at {other} | FLOPs (discover) | time @ {st.throughput / 1e12:.0f} TFLOP/s | fits {st.gpu_memory_gib:g} GiB |",
-        "|---|---:|:-:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|",
-    ]
-    for m in plan.methods:
-        b = m.breakdown
-        alt = "" if m.working_alt is None else _gib(m.working_alt + plan.static_total + plan.resident)
-        t = _secs((m.flops + m.eval_flops) / st.throughput) if m.method != "evaluator" else ""
-        lines.append(
-            f"| {m.method} | {m.rows} | {'yes' if m.grad else 'no'} | {_gib(m.total(plan.static_total, plan.resident))} | "
-            f"{_gib(b.get('weight copies', 0))} | {_gib(b.get('activations', 0))} | {_gib(b.get('SAE latents/masks', 0))} | "
-            f"{_gib(b.get('logits', 0))} | {alt} | {_flops(m.flops) if m.method != 'evaluator' else ''} | {t} | "
-            f"{plan.fits(m.working)} |")
-    lines += ["", "Time includes the evaluator's work for the method's cell. Notes:"]
-    lines += [f"- {m.method}: {m.notes}" for m in plan.methods if m.notes]
-    lines += [
-        f"- 'fits': peak x {1 + GPU_FRAGMENTATION:.2f} + {GPU_RESERVE_GIB:g} GiB (CUDA context, allocator) within "
-        f"--gpu-memory; 'tight': only the bare peak fits.",
-        "- Peaks come from running the code on the meta device (no weights); FLOPs count matmuls only.",
-        f"- Not simulated: loading. from_pretrained holds the HF checkpoint and the TL copy in host RAM at once "
-        f"(about {_gib(2 * plan.static['model'])} GiB for a hub preset).",
-    ]
-    return "\n".join(lines)

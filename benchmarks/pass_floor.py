@@ -1,0 +1,127 @@
+"""Each method's wall time against the floor its model passes set: how much of a cell is the model.
+
+    python benchmarks/pass_floor.py --results RUN_DIR --json OUT.json [--md OUT.md]
+
+A method's cost rows count the prompt-passes it ran, each weighted by the share of the model's
+blocks it ran (``forward_model_fraction``, ``backward_model_fraction``; :mod:`bench.run.costs`).
+This script measures, in the same process and on the same machine, what one such unit costs on the
+run's own world and task:
+
+* ``t_forward``: seconds per prompt of an unedited spliced forward of every block without gradients
+  (``SplicedModel.run`` from tokens, ``--rows`` prompts per call, the evaluator's batch on CPU);
+* ``t_backward``: seconds per prompt of the backward pass of a forward with float masks at every
+  site (the mask's and attribution patching's step: a ``--rows`` forward+backward minus a forward
+  with the same graph).
+
+A method's floor is ``forward_model_fraction * t_forward + backward_model_fraction * t_backward``:
+the time its passes would take if nothing but those passes ran, at that batch size. The ratio
+``wall_seconds / floor`` is what the rest costs (Python, captum's bookkeeping, small batches, the
+SAE nonlinearity at other shapes, sorting): near 1 means the method is as fast as its passes allow,
+and only fewer passes (or a faster machine) make it faster. Ratios are per (task, seed, method) and
+summarised per method; run it on an idle machine (its unit times and the run's wall times both
+assume one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def unit_costs(run_dir: Path, task: str, seed: int, rows: int, repeats: int) -> dict[str, float]:
+    """(t_forward, t_backward) seconds per prompt-pass on the run's world and ``task``."""
+    import torch
+
+    from bench.model.loading import load_world
+    from bench.run.config import config_from_run
+    from bench.run.setup import load_task, setup_task
+
+    cfg = config_from_run(run_dir / "run.json")
+    world = load_world(cfg.preset, cfg.error_policy, cfg.device)
+    setup = setup_task(load_task(task), world, cfg, seed)
+    ctx = setup.ctx
+    data = ctx.train.subset([i % len(ctx.train) for i in range(rows)])
+    sp = ctx.spliced
+
+    def forward() -> None:
+        with torch.no_grad():
+            sp.run(data.clean)
+
+    def forward_backward(backward: bool) -> None:
+        masks = {s: torch.ones(data.n_pos, sp.d_sae(s), requires_grad=True) for s in ctx.sites}
+        ld = ctx.masked_metric(masks, data, 0)
+        if backward:
+            ld.sum().backward()
+
+    def median_time(fn) -> float:
+        fn()  # warm-up
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) / rows
+
+    t_fwd = median_time(forward)
+    t_graph = median_time(lambda: forward_backward(False))
+    t_fb = median_time(lambda: forward_backward(True))
+    return {"t_forward": t_fwd, "t_backward": max(0.0, t_fb - t_graph), "t_forward_with_graph": t_graph,
+            "rows": rows, "repeats": repeats, "task": task, "seed": seed}
+
+
+def ratios(run_dir: Path, units: dict[str, float]):
+    import pandas as pd
+
+    df = pd.read_parquet(run_dir / "results.parquet")
+    keys = ["task", "seed", "method"]
+    cost = df[df.metric.isin(["wall_seconds", "forward_model_fraction", "backward_model_fraction"])]
+    wide = cost.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
+    wide["floor_seconds"] = (wide.forward_model_fraction * units["t_forward"]
+                             + wide.backward_model_fraction * units["t_backward"])
+    wide["ratio"] = wide.wall_seconds / wide.floor_seconds.where(wide.floor_seconds > 0)
+    per_method = wide.groupby("method").agg(wall_seconds=("wall_seconds", "sum"), floor_seconds=("floor_seconds", "sum"),
+                                            cells=("wall_seconds", "size")).reset_index()
+    per_method["ratio"] = per_method.wall_seconds / per_method.floor_seconds.where(per_method.floor_seconds > 0)
+    return wide, per_method.sort_values("wall_seconds", ascending=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--results", required=True, type=Path, help="a run folder (results.parquet, run.json)")
+    ap.add_argument("--json", required=True, type=Path)
+    ap.add_argument("--md", type=Path, default=None)
+    ap.add_argument("--task", default=None, help="task the unit costs are measured on (default: the run's first)")
+    ap.add_argument("--rows", type=int, default=128, help="prompts per measured pass (default: the CPU evaluator's 128)")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+    run_json = json.loads((args.results / "run.json").read_text())
+    task = args.task or run_json["config"]["tasks"][0]
+    units = unit_costs(args.results, task, int(run_json["config"]["seeds"][0]), args.rows, args.repeats)
+    wide, per_method = ratios(args.results, units)
+    out = {"results": str(args.results.as_posix()), "code_version": run_json.get("code_version"), "units": units,
+           "per_method": per_method.round(4).to_dict("records"), "per_cell": wide.round(4).to_dict("records")}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2) + "\n")
+    if args.md:
+        lines = [f"# Wall time against the pass floor: `{args.results.as_posix()}`", "",
+                 f"Unit costs on `{task}` ({args.rows} prompts per pass, median of {args.repeats}): forward "
+                 f"{1e3 * units['t_forward']:.3f} ms per prompt, backward {1e3 * units['t_backward']:.3f} ms per prompt. "
+                 "Floor = forward_model_fraction x forward + backward_model_fraction x backward "
+                 "(`benchmarks/pass_floor.py`).", "",
+                 "| method | cells | wall s | floor s | wall / floor |", "|---|---:|---:|---:|---:|"]
+        for r in per_method.itertuples():
+            ratio = "–" if r.floor_seconds == 0 else f"{r.ratio:.2f}"
+            lines.append(f"| {r.method} | {r.cells} | {r.wall_seconds:.1f} | {r.floor_seconds:.1f} | {ratio} |")
+        args.md.write_text("\n".join(lines) + "\n")
+    print(per_method.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
