@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import UsageError, did_you_mean
-from bench.run.config import DEFAULT_METHODS, DEFAULT_TASKS, RunConfig, make_config
+from bench.run.config import DEFAULT_TASKS, RunConfig, make_config
 
 # The files of a results folder that `bench figures` reads (the cells are a cache, not results).
 RESULT_FILES = ("results.parquet", "results.csv", "run.json", "latent_labels.parquet")
@@ -171,7 +171,7 @@ def _names(value, what: str) -> list:
 
 
 def evaluate(model=None, saes: Mapping[str, object] | None = None, *, tasks: Sequence = DEFAULT_TASKS,
-             methods: Sequence[str] = DEFAULT_METHODS, seeds: Sequence[int] | None = None, n_train: int | None = None,
+             methods: Sequence[str] | None = None, seeds: Sequence[int] | None = None, n_train: int | None = None,
              n_test: int | None = None, quick: bool = False, error_policy: str = "drop", ablation: str = "mean",
              device: str | None = None, dtype: str | None = None, sites: Sequence[str] = (),
              out: str | Path | None = None, progress: bool = True, tokenizer=None, name: str = "custom",
@@ -181,8 +181,8 @@ def evaluate(model=None, saes: Mapping[str, object] | None = None, *, tasks: Seq
     ``model``: a ``HookedTransformer`` with ``saes`` a dict hook name -> SAELens ``SAE`` (on the
     model's device, in its dtype); or a preset name (``"embedded"``, ``"gemma-2-2b"``, a TOML file)
     with ``saes=None``. ``tasks``: built-in names, ``.json``/``.jsonl`` task files or
-    ``tasks.base.Task`` objects. ``seeds``, ``n_train``, ``n_test``: default to a full run's (or
-    ``quick``'s). ``dtype``: a preset's dtype for this run (a model object runs in its own). Any
+    ``tasks.base.Task`` objects. ``methods``, ``seeds``, ``n_train``, ``n_test``: default to a full run's (or
+    ``quick``'s: no references). ``dtype``: a preset's dtype for this run (a model object runs in its own). Any
     other keyword is a method's options: ``binary_mask={"steps": 100}``. ``out``: the results folder
     (default: a new temporary one; :meth:`Results.save` copies it). On CUDA a preset's batch-like
     options are fitted to the device's memory, as the CLI fits them. The model and SAEs are put in
@@ -215,7 +215,7 @@ def evaluate(model=None, saes: Mapping[str, object] | None = None, *, tasks: Seq
         device = device or str(next(model.parameters()).device)
     device = device or "cpu"
     check_device(device)
-    methods = tuple(_names(methods, "methods"))
+    methods = None if methods is None else tuple(_names(methods, "methods"))
     for key, opts in method_options.items():  # names, keys and types are checked with the CLI's (preflight)
         if not isinstance(opts, Mapping):
             raise UsageError(f"{key}=…: expected a dict of options, e.g. {key}={{'option': value}}")

@@ -33,7 +33,7 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
     g0.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
     g0.add_argument("--n-train", type=int, default=None, help="train prompts per task and seed (default 128, or a task's own default: IOI 512; quick 64 for every task)")
     g0.add_argument("--n-test", type=int, default=None, help="test prompts per task and seed (default 128; quick 64)")
-    g0.add_argument("--quick", action="store_true", help="smaller sweep, for a first look")
+    g0.add_argument("--quick", action="store_true", help="smaller sweep, for a first look: one seed, 64 prompts, no reference methods (exact patching, greedy; add them with --methods)")
     g1 = p.add_argument_group("the setting")
     g1.add_argument("--error-policy", default="drop", metavar="{drop,keep,mean}", help="drop (paper), keep or mean")
     g1.add_argument("--ablation", default="mean", metavar="{mean,zero,counterfactual}", help="mean (paper), zero or counterfactual")
@@ -116,7 +116,7 @@ def _task_n_train(args: argparse.Namespace, tasks: tuple[str, ...]) -> dict[str,
 
 
 def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tuple[str, ...] | None):
-    from bench.run.config import DEFAULT_METHODS, DEFAULT_TASKS, make_config
+    from bench.run.config import DEFAULT_TASKS, make_config
     from bench.run.setup import check_device
 
     check_device(args.device)  # before the memory budget reads the device
@@ -134,7 +134,7 @@ def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tu
 
     tasks = tasks or DEFAULT_TASKS
     return apply_budget(make_config(
-        args.quick, args.device, preset=args.preset, tasks=tasks, methods=methods or DEFAULT_METHODS,
+        args.quick, args.device, preset=args.preset, tasks=tasks, methods=methods or None,
         task_n_train=_task_n_train(args, tasks), error_policy=args.error_policy, ablation=args.ablation, seeds=seeds,
         n_train=args.n_train, n_test=args.n_test, method_options=parse_method_options(args.option), world_dir=args.world,
         max_rows=args.max_rows, sites=_csv(args.sites) if args.sites else (), answers=args.answers, dtype=args.dtype,

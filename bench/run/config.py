@@ -17,6 +17,10 @@ from bench.model.spliced import ERROR_POLICIES
 DEFAULT_TASKS = ("dict_keyerror", "list_indexerror", "sva", "ioi")
 DEFAULT_METHODS = ("binary_mask", "attribution_patching", "integrated_gradients", "activation_patching",
                    "activation_magnitude", "random", "greedy")
+# A --quick first look runs the contestants only: the two references (bench.eval.verdict.REFERENCES:
+# exact patching, on 3 prompts in a quick run, and the greedy best-circuit yardstick) stay out of the
+# tally anyway and were 36% of the quick run's cell time; give --methods to add them.
+QUICK_METHODS = ("binary_mask", "attribution_patching", "integrated_gradients", "activation_magnitude", "random")
 
 
 # Target sizes of the headline comparison: each becomes the nearest size the mask produced on the
@@ -77,10 +81,11 @@ class RunConfig:
 
         check_answers(self.answers)
 
-# A --quick first look: one seed, 64 prompts, a coarser grid, train F and knockout on 32 prompts.
+# A --quick first look: one seed, 64 prompts, a coarser grid, train F and knockout on 32 prompts,
+# no references (QUICK_METHODS).
 # A full run uses RunConfig's own defaults for the same fields (FULL).
 QUICK = {"seeds": (0,), "n_train": 64, "n_test": 64, "grid_per_decade": 3, "n_knockout": 4, "n_train_eval": 32,
-         "n_knockout_prompts": 32}
+         "n_knockout_prompts": 32, "methods": QUICK_METHODS}
 FULL = {k: RunConfig.__dataclass_fields__[k].default for k in QUICK}
 
 
