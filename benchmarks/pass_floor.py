@@ -104,12 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     task = args.task or run_json["config"]["tasks"][0]
     units = unit_costs(args.results, task, int(run_json["config"]["seeds"][0]), args.rows, args.repeats)
     wide, per_method = ratios(args.results, units)
-    out = {"results": str(args.results.as_posix()), "code_version": run_json.get("code_version"), "units": units,
+    out = {"results": args.results.name, "commit": run_json.get("commit"), "units": units,
            "per_method": per_method.round(4).to_dict("records"), "per_cell": wide.round(4).to_dict("records")}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     if args.md:
-        lines = [f"# Wall time against the pass floor: `{args.results.as_posix()}`", "",
+        lines = [f"# Wall time against the pass floor: `{args.results.name}` (commit {str(run_json.get('commit'))[:7]})", "",
                  f"Unit costs on `{task}` ({args.rows} prompts per pass, median of {args.repeats}): forward "
                  f"{1e3 * units['t_forward']:.3f} ms per prompt, backward {1e3 * units['t_backward']:.3f} ms per prompt. "
                  "Floor = forward_model_fraction x forward + backward_model_fraction x backward "
