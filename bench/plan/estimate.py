@@ -231,7 +231,8 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
     Memoised per model: greedy's pool runs attribution patching exactly as the method itself does
     (same options), and that simulation is not repeated."""
     memo = sp.__dict__.setdefault("_plan_sims", {})
-    key = (name, cfg, n, P, full, sp.__dict__.get("_plan_mode"), st.ablation, st.seq_len)
+    # repr, not the config itself: a config may hold a list (e.g. the mask's lambdas from a caller)
+    key = (name, type(cfg).__qualname__, repr(cfg), n, P, full, sp.__dict__.get("_plan_mode"), st.ablation, st.seq_len)
     if key not in memo:
         memo[key] = _simulate_method(sp, st, name, method, cfg, n, P, full)
     return memo[key]
