@@ -13,8 +13,12 @@ run's own world and task:
   site (the mask's and attribution patching's step: a ``--rows`` forward+backward minus a forward
   with the same graph).
 
-A method's floor is ``forward_model_fraction * t_forward + backward_model_fraction * t_backward``:
-the time its passes would take if nothing but those passes ran, at that batch size. The ratio
+A method's floor is ``forward_model_fraction * t_fwd + backward_model_fraction * t_backward``, with
+``t_fwd`` the forward that builds a graph (``t_forward_with_graph``) for a method that runs a
+backward and ``t_forward`` for one that does not: the time its passes would take if nothing but
+those passes ran, at that batch size (other batch sizes run a little faster or slower per prompt, so
+a ratio somewhat under 1 is possible). The evaluator's work (every method's circuits scored on
+train and test, the knockouts) is not in these rows and has no floor here. The ratio
 ``wall_seconds / floor`` is what the rest costs (Python, captum's bookkeeping, small batches, the
 SAE nonlinearity at other shapes, sorting): near 1 means the method is as fast as its passes allow,
 and only fewer passes (or a faster machine) make it faster. Ratios are per (task, seed, method) and
@@ -76,14 +80,15 @@ def unit_costs(run_dir: Path, task: str, seed: int, rows: int, repeats: int) -> 
 
 
 def ratios(run_dir: Path, units: dict[str, float]):
+    import numpy as np
     import pandas as pd
 
     df = pd.read_parquet(run_dir / "results.parquet")
     keys = ["task", "seed", "method"]
     cost = df[df.metric.isin(["wall_seconds", "forward_model_fraction", "backward_model_fraction"])]
     wide = cost.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
-    wide["floor_seconds"] = (wide.forward_model_fraction * units["t_forward"]
-                             + wide.backward_model_fraction * units["t_backward"])
+    t_fwd = np.where(wide.backward_model_fraction > 0, units["t_forward_with_graph"], units["t_forward"])
+    wide["floor_seconds"] = wide.forward_model_fraction * t_fwd + wide.backward_model_fraction * units["t_backward"]
     wide["ratio"] = wide.wall_seconds / wide.floor_seconds.where(wide.floor_seconds > 0)
     per_method = wide.groupby("method").agg(wall_seconds=("wall_seconds", "sum"), floor_seconds=("floor_seconds", "sum"),
                                             cells=("wall_seconds", "size")).reset_index()
@@ -99,21 +104,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", default=None, help="task the unit costs are measured on (default: the run's first)")
     ap.add_argument("--rows", type=int, default=128, help="prompts per measured pass (default: the CPU evaluator's 128)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--units", type=Path, default=None,
+                    help="take the unit costs from this earlier output (its 'units') instead of measuring them")
+    ap.add_argument("--label", default=None, help="how the output names the run folder (default: its name)")
     args = ap.parse_args(argv)
     run_json = json.loads((args.results / "run.json").read_text())
     task = args.task or run_json["config"]["tasks"][0]
-    units = unit_costs(args.results, task, int(run_json["config"]["seeds"][0]), args.rows, args.repeats)
+    if args.units is not None:
+        units = json.loads(args.units.read_text())["units"]
+        task = units["task"]
+    else:
+        units = unit_costs(args.results, task, int(run_json["config"]["seeds"][0]), args.rows, args.repeats)
     wide, per_method = ratios(args.results, units)
-    out = {"results": args.results.name, "commit": run_json.get("commit"), "units": units,
+    label = args.label or args.results.name
+    out = {"results": label, "commit": run_json.get("commit"), "units": units,
            "per_method": per_method.round(4).to_dict("records"), "per_cell": wide.round(4).to_dict("records")}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     if args.md:
-        lines = [f"# Wall time against the pass floor: `{args.results.name}` (commit {str(run_json.get('commit'))[:7]})", "",
-                 f"Unit costs on `{task}` ({args.rows} prompts per pass, median of {args.repeats}): forward "
-                 f"{1e3 * units['t_forward']:.3f} ms per prompt, backward {1e3 * units['t_backward']:.3f} ms per prompt. "
-                 "Floor = forward_model_fraction x forward + backward_model_fraction x backward "
-                 "(`benchmarks/pass_floor.py`).", "",
+        lines = [f"# Wall time against the pass floor: {label} (commit {str(run_json.get('commit'))[:7]})", "",
+                 f"Unit costs on `{task}` ({units['rows']} prompts per pass, median of {units['repeats']}): forward "
+                 f"{1e3 * units['t_forward']:.3f} ms per prompt without a graph, "
+                 f"{1e3 * units['t_forward_with_graph']:.3f} ms building one, backward "
+                 f"{1e3 * units['t_backward']:.3f} ms per prompt. Floor = forward_model_fraction x forward (with a "
+                 "graph for a method that runs a backward) + backward_model_fraction x backward; the evaluator's "
+                 "work is not in these rows (`benchmarks/pass_floor.py`).", "",
                  "| method | cells | wall s | floor s | wall / floor |", "|---|---:|---:|---:|---:|"]
         for r in per_method.itertuples():
             ratio = "–" if r.floor_seconds == 0 else f"{r.ratio:.2f}"

@@ -84,7 +84,7 @@ whose chosen circuit *agrees* with the previous schedule's on the train prompts 
 2 nodes, train F within 0.02: :data:`AGREE_SIZE`, :data:`AGREE_F`), and that schedule's circuit is
 kept; the lambdas still training share the next schedule's batched forwards. (Version 3 asked every
 lambda to agree at once; on dict seed 0 seven of twelve lambdas agreed at 60 steps and the other
-five made all twelve train again at 120, 58% of the mask's time.) Each circuit's params say the
+five made all twelve train again at 120: 132 of the ladder's 231 steps per restart.) Each circuit's params say the
 schedules its lambda tried and whether it converged or stopped at ``max_steps``. A positive
 ``steps`` pins the schedule (no ladder). The quick run pins 20 steps and one restart.
 
@@ -356,7 +356,7 @@ class BinaryMask(Method):
             if len(done) == len(lambdas):
                 break
         out = [done[j] for j in range(len(lambdas))]
-        return out, max(f.params["steps"] for f in out)
+        return out, max((f.params["steps"] for f in out), default=ladder[-1])
 
     def best_restarts(self, ctx: MethodContext, lambdas: list[float], ld_ref: torch.Tensor, judge: Judge,
                       steps: int) -> list[Fitted]:
@@ -561,8 +561,8 @@ class BinaryMask(Method):
                 lower = [_round(grid[j] * 10 ** -0.25) for j in js]
                 redo, _ = self.fit(ctx, lower, ld_ref, judge, S)
                 for j, lam, f in zip(js, lower, redo):
-                    f.params["steps_state"] = results[j].params.get("steps_state", "pinned")
-                    f.params["steps_tried"] = results[j].params.get("steps_tried", [S])
+                    # trained once at its predecessor's schedule, with no convergence check of its own
+                    f.params.update({"steps_state": "repaired", "steps_tried": [S], "repaired_from": grid[j]})
                     grid[j], results[j] = lam, f
         order = sorted(range(len(grid)), key=lambda j: grid[j])
         return [grid[j] for j in order], [results[j] for j in order]

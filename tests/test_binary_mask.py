@@ -166,6 +166,9 @@ def test_adaptive_grid_extends_upwards_and_repairs_empty_circuits(monkeypatch, t
     grid, results = m.repair_empty(ctx, [1e3, 1e-3], first, None, judge)
     assert grid == [1e-3, 177.8]  # 1e3 -> 562.3 -> 316.2 (still empty) -> 177.8; sorted by lambda
     assert all(m.n_nodes(ctx, f.logits) > 0 for f in results)
+    # the repaired circuit says so: trained once at its predecessor's schedule, no ladder of its own
+    assert results[1].params["steps_state"] == "repaired" and results[1].params["steps_tried"] == [5]
+    assert results[1].params["repaired_from"] == 316.2 and results[0].params["steps_state"] == "pinned"
 
 
 def test_default_sweep_has_no_empty_circuit(tiny_ioi):
@@ -251,3 +254,24 @@ def test_each_lambda_leaves_the_ladder_when_its_own_circuits_agree(tiny_ioi, mon
     assert [f.params["steps"] for f in fitted] == [8, 16, 16] and steps == 16
     assert [f.params["steps_tried"] for f in fitted] == [[4, 8], [4, 8, 16], [4, 8, 16]]
     assert [f.params["steps_state"] for f in fitted] == ["converged", "converged", "max_steps"]
+
+
+def test_the_settings_table_counts_each_lambdas_schedule():
+    """The report's settings table counts the mask's schedule per circuit (every lambda of every
+    seed), since the ladder converges per lambda: two seeds with 3 lambdas each, mixed schedules."""
+    import json
+
+    import pandas as pd
+
+    from bench.eval.tables import chosen_settings
+
+    rows = []
+    for seed, steps in ((0, (60, 120, 120)), (1, (60, 60, 120))):
+        for i, S in enumerate(steps):
+            p = {"lambda": 10.0 ** -i, "steps": S, "steps_state": "converged" if S == 60 else "max_steps", "lr": 1.0}
+            rows.append({"status": "ok", "task": "t", "method": "binary_mask", "seed": seed, "circuit": i,
+                         "circuit_kind": "native", "metric": "size_nodes", "value": 5.0 + i,
+                         "circuit_params": json.dumps(p), "text": ""})
+    st = chosen_settings(pd.DataFrame(rows)).iloc[0]
+    assert st["steps"] == "120 ×3, 60 ×3" or st["steps"] == "60 ×3, 120 ×3"
+    assert set(st["steps_state"].split(", ")) == {"converged ×3", "max_steps ×3"}

@@ -60,6 +60,8 @@ def test_report_has_the_verdict_with_intervals(tiny_run, tmp_path):
     for section in ("## Headline: F at matched sizes", "## Verdict", "## Train vs test", "## Area against random",
                     "## Completeness at matched sizes", "## Knockout", "## Stability"):
         assert section in text, section
+    # no reference ran (as in a --quick run): the report says so instead of dropping the section silently
+    assert "Not run: activation_patching, greedy" in text
 
 
 def test_references_are_shown_but_out_of_the_tally_and_greedy_gives_the_share(tiny_run, tmp_path):

@@ -201,3 +201,30 @@ def test_greedy_evaluations_mirror_its_elimination(monkeypatch):
         order, _, n_eval = method.eliminate(ctx, nodes, list(range(pool)), None)
         assert sorted(order) == list(range(pool))
         assert greedy_evaluations(pool, exact_below) == n_eval, (pool, exact_below)
+
+
+def test_flops_counted_in_the_tracker_equal_pytorchs_flop_counter():
+    """The tracker counts FLOPs with ``torch.utils.flop_counter``'s per-op formulas; the totals equal
+    ``FlopCounterMode``'s own for the same runs (the mode stacked under the tracker, as the plan
+    used it before), for a gradient method, IG's interpolation and the mask's batched sweep."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bench.plan.arch import FAMILIES, Arch, build_meta
+    from bench.plan.estimate import Settings, make_context, method_instance
+    from bench.plan.simulate import simulate
+
+    arch = Arch("t", dict(FAMILIES["gemma2"], n_layers=3, d_model=32, d_mlp=48, n_heads=4, n_key_value_heads=2,
+                          d_head=8, d_vocab=97, n_ctx=16, attn_types=["local", "global", "local"], rotary_dim=8),
+                [("blocks.0.hook_resid_post", {"architecture": "jumprelu", "d_sae": 64}),
+                 ("blocks.2.hook_resid_post", {"architecture": "jumprelu", "d_sae": 64})], "test")
+    st = Settings.defaults(n_train=8, n_test=8, seq_len=6)
+    torch.manual_seed(0)
+    sp = build_meta(arch, "float32", "drop")
+    for name, opts in (("attribution_patching", {}), ("integrated_gradients", {"n_steps": 10}),
+                       ("binary_mask", {"lambdas": [0.1, 1.0], "steps": 2, "adaptive": False, "restarts": 1})):
+        ctx = make_context(sp, st, 8)
+        m = method_instance(name, opts)
+        with FlopCounterMode(display=False) as counter:
+            sim = simulate(sp, lambda m=m, ctx=ctx: m.discover(ctx))
+        assert sim.flops > 0 and sim.flops == counter.get_total_flops(), name

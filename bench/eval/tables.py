@@ -97,7 +97,8 @@ def chosen_settings(df: pd.DataFrame) -> pd.DataFrame:
     """What each method's settings chosen on the train split came to, per task and method, summed
     over seeds: the cut rule of a ranking (rows ``cut_rule_train_F``; a ranking whose rules cannot
     differ is cut by |score|, "abs"), and for a circuits-method its circuits' own choices (the
-    mask's schedule, whether its step ladder converged, and the learning rate its restarts chose)."""
+    mask's schedule, whether its step ladder converged, and the learning rate its restarts chose,
+    each counted over its circuits: every lambda of every seed)."""
     d = ok_rows(df)
     out = []
     for (task, method), g in d[d.method != REFERENCE].groupby(["task", "method"]):
@@ -115,9 +116,10 @@ def chosen_settings(df: pd.DataFrame) -> pd.DataFrame:
         native = g[(g.metric == "size_nodes") & (g.circuit_kind == "native")]
         params = [json.loads(p) for p in native.circuit_params]
         if params and "steps" in params[0]:
-            per_seed = {int(s): p for s, p in zip(native.seed, params)}
-            row["steps"] = _count([str(p["steps"]) for p in per_seed.values()])
-            row["steps_state"] = _count([p.get("steps_state", "") for p in per_seed.values()])
+            # Counted over every circuit (each lambda of each seed): the step ladder converges per
+            # lambda (mask version 4), so one seed's lambdas can settle on different schedules.
+            row["steps"] = _count([str(p["steps"]) for p in params])
+            row["steps_state"] = _count([p.get("steps_state", "") for p in params])
             row["restart_lr"] = _count([str(p.get("lr")) for p in params])
         out.append(row)
     return pd.DataFrame(out)

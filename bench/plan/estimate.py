@@ -217,7 +217,10 @@ def plan_method(sp, st: Settings, name: str, alt_mode: str | None) -> MethodPlan
     def run_sim(mode: str, full: bool) -> tuple[Sim, dict]:
         with logits_mode(sp, mode):
             sp.__dict__["_plan_mode"] = mode
-            return _sim_one(sp, st, name, method, cfg, n, P, full)
+            try:
+                return _sim_one(sp, st, name, method, cfg, n, P, full)
+            finally:
+                sp.__dict__.pop("_plan_mode", None)
 
     sim, info = run_sim(st.logits, True)
     alt = run_sim(alt_mode, False)[0].peak if alt_mode else None
@@ -231,8 +234,10 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
     Memoised per model: greedy's pool runs attribution patching exactly as the method itself does
     (same options), and that simulation is not repeated."""
     memo = sp.__dict__.setdefault("_plan_sims", {})
-    # repr, not the config itself: a config may hold a list (e.g. the mask's lambdas from a caller)
-    key = (name, type(cfg).__qualname__, repr(cfg), n, P, full, sp.__dict__.get("_plan_mode"), st.ablation, st.seq_len)
+    # repr, not the config itself: a config may hold a list (e.g. the mask's lambdas from a caller);
+    # every setting but the method list (the same simulation serves any plan it is part of)
+    key = (name, type(cfg).__qualname__, repr(cfg), n, P, full, sp.__dict__.get("_plan_mode", "code"),
+           repr(dataclasses.replace(st, methods=())))
     if key not in memo:
         memo[key] = _simulate_method(sp, st, name, method, cfg, n, P, full)
     return memo[key]

@@ -4,8 +4,9 @@ every operation (a dispatch mode), and the matmul FLOPs of the same run.
 FLOPs are counted by PyTorch's own per-op formulas (``torch.utils.flop_counter``'s registry, the
 functions ``FlopCounterMode`` calls), applied in the tracker's dispatch. ``FlopCounterMode`` itself
 is not stacked under the tracker: its module tracker hooks every module call and it re-dispatches
-every op, which took about a third of a Gemma-sized plan's time for the same totals (a test compares
-the two)."""
+every op, and it kept captum's finished internal batches alive, so IG's simulated peak grew with the
+number of batches. The totals are the same
+(``tests/test_plan.py::test_flops_counted_in_the_tracker_equal_pytorchs_flop_counter``)."""
 
 from __future__ import annotations
 

@@ -149,6 +149,11 @@ def reference_share(c: ReportContext) -> list[str]:
     """Each method's F as a share of the greedy reference's, at matched sizes within greedy's pool."""
     rs = c.tables.get("reference_share", pd.DataFrame()).copy()
     if rs.empty:
+        ran = set(c.df.method.dropna().unique()) if "method" in c.df else set()
+        missing = sorted(set(verdict.REFERENCES) - ran)
+        if missing:  # e.g. a --quick run, which leaves the references out (bench.run.config.QUICK_METHODS)
+            return ["## References", "", f"Not run: {', '.join(missing)} (a `--quick` run leaves the references "
+                    "out; add them with `--methods`), so no method's F is shown as a share of the greedy reference's.", ""]
         return []
     rs["F / F(greedy)"] = [ci(r.share, r.lo, r.hi) for _, r in rs.iterrows()]
     return ["## Share of the best circuit found (greedy reference)", "",
@@ -174,8 +179,9 @@ def chosen_settings(c: ReportContext) -> list[str]:
             "Every ranking is cut by the rule with the higher mean train F over the shared size grid: `abs` "
             "(largest |score| first) or `positive` (largest signed score first, nodes against the answer last); "
             "`cut_rule` counts the seeds that chose each (a ranking with no negative score is cut by `abs`, the "
-            "rules being the same), and `train_F_*` is each rule's mean train F. The mask's `steps` is the "
-            "schedule its step ladder settled on per seed (`steps_state`: converged, or stopped at max_steps), "
+            "rules being the same), and `train_F_*` is each rule's mean train F. The mask's `steps` counts the "
+            "schedules its step ladder settled on, one per lambda and seed (`steps_state`: converged, stopped at "
+            "max_steps, or repaired: an empty circuit retrained lower at its lambda's schedule), "
             "and `restart_lr` counts the learning rates of the restarts chosen over all its lambdas "
             "(`methods/binary_mask.py`, Restarts and Steps).", "",
             markdown_table(st, cols), ""]
