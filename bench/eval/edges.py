@@ -73,11 +73,6 @@ def candidate_edges(up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
     return up[:, 0].view(-1, 1) <= down[:, 0].view(1, -1)
 
 
-def _stop_block(site: str) -> int:
-    """The number of blocks run when the residual entering ``site``'s SAE is reached."""
-    return start_block(site)
-
-
 def _segment(spliced: SplicedModel, site_from: str, site_to: str, x_ref: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """Latents at ``site_to`` ``[rows, pos, d_sae]`` when ``site_from``'s latents are ``f``.
 
@@ -86,7 +81,8 @@ def _segment(spliced: SplicedModel, site_from: str, site_to: str, x_ref: torch.T
     all start with the same token and see nothing else at position 0), its length sets the mean error's.
     """
     out = spliced.substitute(site_from, x_ref.expand(len(f), -1, -1), latents=f)
-    start, stop = start_block(site_from), _stop_block(site_to)
+    # the blocks after site_from, up to the residual entering site_to's SAE (start_block of each)
+    start, stop = start_block(site_from), start_block(site_to)
     resid = spliced.model(out, start_at_layer=start, stop_at_layer=stop) if stop > start else out
     n_layers = spliced.model.cfg.n_layers
     spliced.counter.forward_calls += 1
@@ -100,9 +96,7 @@ def edge_logit_diff(spliced: SplicedModel, data: TaskData, circuit: EdgeCircuit,
                     max_rows: int = 1024) -> torch.Tensor:
     """Per-prompt logit difference ``[n]`` of ``circuit`` on ``data`` (the split ``replacement`` was
     made for, from its first prompt), exactly as the module docstring defines it."""
-    if spliced.error_policy not in EDGE_POLICIES:
-        raise UsageError(f"edge circuits: error policy {spliced.error_policy!r} is not supported "
-                         f"(one of {', '.join(EDGE_POLICIES)}): 'keep' has no single input to take the error of")
+    _check_policy(spliced)
     sites = circuit.sites
     if list(sites) != [s for s in spliced.sites if s in set(sites)] or len(sites) != len(spliced.sites):
         raise UsageError(f"edge circuits: the circuit's sites {sites} must be the model's sites {spliced.sites}, in order")
@@ -134,6 +128,12 @@ def edge_logit_diff(spliced: SplicedModel, data: TaskData, circuit: EdgeCircuit,
     f_last = _keep(f_prev, circuit.nodes[last][circuit.to_metric], repl[last], n)
     logits = spliced.run_from(last, inputs[last].to(dev), {last: lambda f, v=f_last: v}, latents=f_last)
     return logit_diff(logits, data.clean_answer, data.patch_answer).float().cpu()
+
+
+def _check_policy(spliced: SplicedModel) -> None:
+    if spliced.error_policy not in EDGE_POLICIES:
+        raise UsageError(f"edge circuits: error policy {spliced.error_policy!r} is not supported "
+                         f"(one of {', '.join(EDGE_POLICIES)}): 'keep' has no single input to take the error of")
 
 
 def _bools(key: bytes):
@@ -168,9 +168,7 @@ def soft_edge_logit_diff(spliced: SplicedModel, data: TaskData, nodes: dict[str,
     Marks et al. (the metric's gradient at ``d`` times ``d``'s Jacobian on ``u`` times ``f_u - r_u``),
     computed by autograd.
     """
-    if spliced.error_policy not in EDGE_POLICIES:
-        raise UsageError(f"edge circuits: error policy {spliced.error_policy!r} is not supported "
-                         f"(one of {', '.join(EDGE_POLICIES)})")
+    _check_policy(spliced)
     sites = list(spliced.sites)
     dev = spliced.device
     n = len(data)
