@@ -146,6 +146,9 @@ class Method(ABC):
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     kind: ClassVar[str] = "scores"  # or "circuits"
+    # What a circuit is made of: "nodes" (latents at positions) or "edges" (between the nodes of the
+    # run's edge universe; the method gets an EdgeMethodContext and returns EdgeScores or EdgeCircuitSet).
+    unit: ClassVar[str] = "nodes"
     gradient_based: ClassVar[bool] = False  # True: must equal exact patching on an affine metric
     # Contract checks this method is expected to fail, each with its reason (see bench.testing).
     contract_expected_failures: ClassVar[dict[str, str]] = {}
@@ -157,8 +160,81 @@ class Method(ABC):
         self.config = dataclasses.replace(base, **overrides) if overrides else base
 
     @abstractmethod
-    def discover(self, ctx: MethodContext) -> Scores | CircuitSet:
+    def discover(self, ctx: MethodContext) -> Scores | CircuitSet | EdgeScores | EdgeCircuitSet:
         """Find the circuit(s) on ``ctx.train``; see the module docstring for what to return."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config.to_json()})"
+
+
+# ----- edges between latents ----------------------------------------------------------------------
+# An edge method (``unit = "edges"``) works inside a node circuit that the harness chose the same way
+# for every edge method of a task and seed (the *edge universe*, :mod:`bench.run.edge_universe`):
+# its nodes per site (``[n, 2]``: position, latent) and every candidate edge between them
+# (:class:`EdgeCircuit`; what an edge circuit computes: the docstring of :mod:`bench.eval.edges`).
+
+
+@dataclass
+class EdgeCircuit:
+    """Nodes per site (``[n, 2]`` long: position, latent) and the kept edges between them.
+
+    ``edges[i]`` is a bool ``[n_nodes(site i), n_nodes(site i+1)]`` matrix for consecutive sites,
+    ``to_metric`` a bool ``[n_nodes(last site)]``. ``candidates()`` is the full set allowed by
+    position (``pos_u <= pos_d``)."""
+
+    sites: list[str]
+    nodes: dict[str, torch.Tensor]
+    edges: list[torch.Tensor]
+    to_metric: torch.Tensor
+    params: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_masks(cls, masks: dict[str, torch.Tensor], sites: list[str], keep_all: bool = True) -> EdgeCircuit:
+        """The edge circuit over a node circuit's nodes (bool ``[pos, d_sae]`` per site): every
+        candidate edge kept (``keep_all``) or none."""
+        nodes = {s: masks[s].nonzero().long().cpu() for s in sites}
+        edges = [candidate_edges(nodes[a], nodes[b]) & keep_all for a, b in zip(sites, sites[1:])]
+        return cls(list(sites), nodes, edges, torch.full((len(nodes[sites[-1]]),), keep_all, dtype=torch.bool))
+
+    def n_edges(self) -> int:
+        return int(sum(int(e.sum()) for e in self.edges) + int(self.to_metric.sum()))
+
+    def candidates(self) -> EdgeCircuit:
+        return EdgeCircuit(self.sites, self.nodes,
+                           [candidate_edges(self.nodes[a], self.nodes[b]) for a, b in zip(self.sites, self.sites[1:])],
+                           torch.ones_like(self.to_metric), dict(self.params))
+
+
+def candidate_edges(up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """``[len(up), len(down)]``: True where the upstream node's position is <= the downstream one's."""
+    return up[:, 0].view(-1, 1) <= down[:, 0].view(1, -1)
+
+
+
+
+@dataclass
+class EdgeMethodContext(MethodContext):
+    """A :class:`MethodContext` plus the edge universe: ``edge_candidates`` holds its nodes and every
+    candidate edge (``edges[i]``: site ``i`` to site ``i + 1``; ``to_metric``: last site to the metric).
+    A method runs edge circuits with float weights through
+    :func:`bench.eval.edges.soft_edge_logit_diff` (differentiable; the exact semantics at 0/1)."""
+
+    edge_candidates: EdgeCircuit | None = None
+
+
+@dataclass
+class EdgeScores:
+    """One score per candidate edge: ``values[i]`` is ``[n_nodes(site i), n_nodes(site i+1)]``,
+    ``to_metric`` is ``[n_nodes(last site)]`` (positive = the edge supports the clean answer).
+    Entries that are not candidate edges are ignored."""
+
+    values: list[torch.Tensor]
+    to_metric: torch.Tensor
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EdgeCircuitSet:
+    """Edge circuits a method built itself (e.g. one learned edge mask per lambda)."""
+
+    circuits: list[EdgeCircuit]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from figures import plots
+from figures import edges, plots
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,12 @@ FIGURES: dict[str, Callable[[pd.DataFrame, Path], list[Path]]] = {
     "mask_training": plots.mask_training,
     "cost": plots.cost,
     "case_study": plots.case_study,
+    "faithfulness_vs_edges": edges.faithfulness_vs_edges,
+    "edge_case_study": edges.edge_case_study,
 }
+
+# Drawn only for a run with edge methods (their rows); tests/test_edge_methods.py checks them.
+EDGE_FIGURES = ("faithfulness_vs_edges", "edge_case_study")
 
 
 def render_all(df: pd.DataFrame, out_dir: str | Path, labels: pd.DataFrame | None = None) -> list[Path]:

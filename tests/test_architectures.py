@@ -59,7 +59,8 @@ def _saes(hooks, kind):
 
 
 # Settings that keep the slow methods to a few steps; the others run with their quick overrides.
-FAST = {"integrated_gradients": {"n_steps": 3}, "binary_mask": {"lambdas": (0.01,), "steps": 5}}
+FAST = {"integrated_gradients": {"n_steps": 3}, "binary_mask": {"lambdas": (0.01,), "steps": 5},
+        "edge_mask": {"steps": 3, "n_lambdas": 2, "restarts": 1, "batch_size": 4, "judge_prompts": 4}}
 
 
 def _toy_data(n=8, pos=12):
@@ -92,13 +93,34 @@ def test_preset_architectures_splice_and_run_methods(build):
     ctx = _context(sp.with_policy("drop"), data)
     names = [n for n, e in registry.entries("method").items() if e.builtin]
     assert "activation_patching" in names
+    assert {"edge_mask", "edge_attribution_patching"} <= set(names)
     for name in names:
         cls = registry.load("method", name)
         method = cls(**FAST.get(name, cls.quick_overrides))
-        out = method.discover(ctx)
-        values = out.values.values() if hasattr(out, "values") else [m.float() for m in out.circuits[0].masks.values()]
+        out = method.discover(_edge_context(ctx) if cls.unit == "edges" else ctx)
+        if cls.unit == "edges":  # scores finite; a mask's circuits inside the universe's candidate edges
+            values = [*out.values, out.to_metric] if hasattr(out, "values") else []
+            for c in getattr(out, "circuits", []):
+                assert c.n_edges() <= _edge_context(ctx).edge_candidates.n_edges(), name
+        else:
+            values = out.values.values() if hasattr(out, "values") else [m.float() for m in out.circuits[0].masks.values()]
         assert all(torch.isfinite(v).all() for v in values), name
     assert sp.hook_count() == 0
+
+
+def _edge_context(ctx):
+    """``ctx`` with an edge universe: per site, the 3 candidate nodes of largest mean |f - r|."""
+    from bench.api import EdgeCircuit, EdgeMethodContext
+
+    lat = ctx.spliced.latents(ctx.train.clean)
+    masks = {}
+    for s, c in ctx.candidates.items():
+        move = ((lat[s] - ctx.replacement.values[s]).abs().mean(0) * c).flatten()
+        m = torch.zeros(c.numel(), dtype=torch.bool)
+        m[move.topk(3).indices.cpu()] = True
+        masks[s] = m.view(c.shape) & c.cpu()
+    return EdgeMethodContext(ctx.spliced, ctx.train, ctx.replacement, ctx.candidates,
+                             edge_candidates=EdgeCircuit.from_masks(masks, ctx.sites))
 
 
 def _edit_scale(f):

@@ -21,13 +21,15 @@ def tiny_run(tiny_world_dir, tmp_path_factory):
 
 def test_every_figure_renders_and_is_byte_stable(tiny_run, tmp_path):
     from figures import FIGURES, render_all
+    from figures.registry import EDGE_FIGURES
 
     df = pd.read_parquet(tiny_run / "results.parquet")
     a = render_all(df, tmp_path / "a")
     b = render_all(df, tmp_path / "b")
     names = {p.stem for p in a}
     for fig in FIGURES:
-        assert any(n.startswith(fig) for n in names), f"figure {fig} was not drawn"
+        if fig not in EDGE_FIGURES:  # this run has no edge methods
+            assert any(n.startswith(fig) for n in names), f"figure {fig} was not drawn"
     assert {"case_study_sva", "case_study_ioi"} <= names
     assert all(p.stat().st_size > 1000 for p in a)
     for pa, pb in zip(sorted(a), sorted(b)):

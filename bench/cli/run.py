@@ -43,6 +43,11 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
                    "prompt, then oriented). See bench/run/controls.py and 'bench control'")
     g1.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="method option, e.g. binary_mask.steps=100 (JSON value); repeatable")
+    g1.add_argument("--edge-node-method", default=None, metavar="METHOD",
+                    help="edge methods: the node method whose ranking gives the edge universe (default attribution_patching; "
+                         "bench/run/edge_universe.py)")
+    g1.add_argument("--edge-max-nodes", type=int, default=None, metavar="N",
+                    help="edge methods: at most N nodes in the edge universe (default 48)")
     g2 = p.add_argument_group("device and memory")
     g2.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]; checked before the world loads")
     g2.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
@@ -138,6 +143,7 @@ def _config(args: argparse.Namespace, tasks: tuple[str, ...] | None, methods: tu
         task_n_train=_task_n_train(args, tasks), error_policy=args.error_policy, ablation=args.ablation, seeds=seeds,
         n_train=args.n_train, n_test=args.n_test, method_options=parse_method_options(args.option), world_dir=args.world,
         max_rows=args.max_rows, sites=_csv(args.sites) if args.sites else (), answers=args.answers, dtype=args.dtype,
+        edge_node_method=getattr(args, "edge_node_method", None), edge_max_nodes=getattr(args, "edge_max_nodes", None),
     ), args)
 
 

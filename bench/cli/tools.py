@@ -130,6 +130,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         cls = method_class(args.name)
     except (PluginLoadError, MethodFailure) as exc:
         raise UsageError(str(exc)) from None
+    if getattr(cls, "unit", "nodes") == "edges":
+        raise UsageError(f"bench check {args.name}: the contract's checks are for node methods; edge methods are "
+                         "tested by tests/test_edge_methods.py (docs/edges.md)")
     opts = parse_method_options([f"{cls.name or 'm'}.{o}" for o in args.option]).get(cls.name or "m", {})
     check_method_options(args.name, cls, opts)
     try:

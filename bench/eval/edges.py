@@ -25,10 +25,9 @@ sites per distinct set (prompts tiled once per set). Error policies: ``drop`` an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
+from bench.api import EdgeCircuit, candidate_edges  # noqa: F401 - re-exported: the edge types live in the plugin API
 from bench.data import TaskData, logit_diff
 from bench.errors import UsageError
 from bench.model.ablation import Replacement
@@ -37,40 +36,44 @@ from bench.model.spliced import SplicedModel, start_block
 EDGE_POLICIES = ("drop", "mean")
 
 
-@dataclass
-class EdgeCircuit:
-    """Nodes per site (``[n, 2]`` long: position, latent) and the kept edges between them.
-
-    ``edges[i]`` is a bool ``[n_nodes(site i), n_nodes(site i+1)]`` matrix for consecutive sites,
-    ``to_metric`` a bool ``[n_nodes(last site)]``. ``candidates()`` is the full set allowed by
-    position (``pos_u <= pos_d``)."""
-
-    sites: list[str]
-    nodes: dict[str, torch.Tensor]
-    edges: list[torch.Tensor]
-    to_metric: torch.Tensor
-    params: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_masks(cls, masks: dict[str, torch.Tensor], sites: list[str], keep_all: bool = True) -> EdgeCircuit:
-        """The edge circuit over a node circuit's nodes (bool ``[pos, d_sae]`` per site): every
-        candidate edge kept (``keep_all``) or none."""
-        nodes = {s: masks[s].nonzero().long().cpu() for s in sites}
-        edges = [candidate_edges(nodes[a], nodes[b]) & keep_all for a, b in zip(sites, sites[1:])]
-        return cls(list(sites), nodes, edges, torch.full((len(nodes[sites[-1]]),), keep_all, dtype=torch.bool))
-
-    def n_edges(self) -> int:
-        return int(sum(int(e.sum()) for e in self.edges) + int(self.to_metric.sum()))
-
-    def candidates(self) -> EdgeCircuit:
-        return EdgeCircuit(self.sites, self.nodes,
-                           [candidate_edges(self.nodes[a], self.nodes[b]) for a, b in zip(self.sites, self.sites[1:])],
-                           torch.ones_like(self.to_metric), dict(self.params))
+def flat(c: EdgeCircuit) -> torch.Tensor:
+    """Every edge slot of ``c`` in one vector: the site pairs' matrices (row-major, in site order),
+    then the metric edges. The order every cut and every score vector uses."""
+    return torch.cat([e.flatten() for e in c.edges] + [c.to_metric.flatten()])
 
 
-def candidate_edges(up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
-    """``[len(up), len(down)]``: True where the upstream node's position is <= the downstream one's."""
-    return up[:, 0].view(-1, 1) <= down[:, 0].view(1, -1)
+def unflat(template: EdgeCircuit, v: torch.Tensor, params: dict | None = None) -> EdgeCircuit:
+    """The edge circuit over ``template``'s nodes whose edge slots are the bool vector ``v``."""
+    sizes = [e.numel() for e in template.edges] + [template.to_metric.numel()]
+    parts = v.to(torch.bool).split(sizes)
+    edges = [p.view(e.shape) for p, e in zip(parts, template.edges)]
+    return EdgeCircuit(template.sites, template.nodes, edges, parts[-1].view(template.to_metric.shape), dict(params or {}))
+
+
+def restrict_edges(c: EdgeCircuit, candidates: EdgeCircuit) -> EdgeCircuit:
+    """``c``'s edges that are candidate edges (CPU bool), params kept."""
+    return unflat(candidates, flat(c).cpu().bool() & flat(candidates).cpu().bool(), c.params)
+
+
+def complement_edges(c: EdgeCircuit, candidates: EdgeCircuit) -> EdgeCircuit:
+    """Every candidate edge except ``c``'s: the edge circuit's complement within the edge universe."""
+    return unflat(candidates, flat(candidates).cpu().bool() & ~flat(c).cpu().bool(), {"complement": True})
+
+
+def top_k_edges(values: list[torch.Tensor], to_metric: torch.Tensor, candidates: EdgeCircuit, k: int,
+                rule: str = "abs") -> EdgeCircuit:
+    """The ``k`` candidate edges ranked first by ``rule`` (``abs``: largest |score|; ``positive``:
+    largest signed score); ties by slot order (a stable sort), so the cut at k is inside the cut at k + 1."""
+    if rule not in ("abs", "positive"):
+        raise ValueError(f"cut rule must be 'abs' or 'positive', got {rule!r}")
+    s = torch.cat([v.detach().cpu().float().flatten() for v in values] + [to_metric.detach().cpu().float().flatten()])
+    s = s.abs() if rule == "abs" else s
+    cand = flat(candidates).cpu().bool()
+    s = s.masked_fill(~cand, -float("inf"))
+    k = max(0, min(int(k), int(cand.sum())))
+    keep = torch.zeros(len(s), dtype=torch.bool)
+    keep[torch.sort(s, descending=True, stable=True).indices[:k]] = True
+    return unflat(candidates, keep & cand, {"k": k, "cut_rule": rule})
 
 
 def _segment(spliced: SplicedModel, site_from: str, site_to: str, x_ref: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -84,11 +87,18 @@ def _segment(spliced: SplicedModel, site_from: str, site_to: str, x_ref: torch.T
     # the blocks after site_from, up to the residual entering site_to's SAE (start_block of each)
     start, stop = start_block(site_from), start_block(site_to)
     resid = spliced.model(out, start_at_layer=start, stop_at_layer=stop) if stop > start else out
-    n_layers = spliced.model.cfg.n_layers
-    spliced.counter.forward_calls += 1
-    spliced.counter.forward_prompts += len(f)
-    spliced.counter.forward_model_fraction += len(f) * (stop - start) / n_layers
+    # counted as a partial pass (and its backward, when one flows through it), like run_from
+    spliced._count(resid, len(f), (stop - start) / spliced.model.cfg.n_layers)
     return spliced.encode(site_to, resid)
+
+
+def _site_inputs(spliced: SplicedModel, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:meth:`SplicedModel.site_inputs`, counted as the full forward it is."""
+    inputs = spliced.site_inputs(tokens)
+    spliced.counter.forward_calls += 1
+    spliced.counter.forward_prompts += len(tokens)
+    spliced.counter.forward_model_fraction += len(tokens)
+    return inputs
 
 
 @torch.no_grad()
@@ -103,7 +113,7 @@ def edge_logit_diff(spliced: SplicedModel, data: TaskData, circuit: EdgeCircuit,
     dev = spliced.device
     n = len(data)
     repl = {s: r.to(dev) for s, r in replacement.rows(0, n).items()}
-    inputs = spliced.site_inputs(data.clean)  # the residual entering each site on a clean run: BOS rows only
+    inputs = _site_inputs(spliced, data.clean)  # the residual entering each site on a clean run: BOS rows only
     first = sites[0]
     f_clean = spliced.encode(first, inputs[first].to(dev))
     f_prev = _keep(f_clean, circuit.nodes[first], repl[first], n)  # site 1: circuit nodes clean, others ablated
@@ -159,7 +169,7 @@ def soft_edge_logit_diff(spliced: SplicedModel, data: TaskData, nodes: dict[str,
                          weights: list[torch.Tensor], to_metric: torch.Tensor, replacement: Replacement,
                          start: int = 0) -> torch.Tensor:
     """The edge circuit with float edge weights ``w`` in [0, 1], differentiable in them: per-prompt
-    logit difference ``[n]`` of ``data`` (prompts ``start:`` of the split ``replacement`` was made for).
+    logit difference of ``data`` (prompts ``start:`` of the split ``replacement`` was made for).
 
     Downstream node ``d`` reads its upstream site's latents as ``r + w[:, d] (f - r)`` at the upstream
     nodes (``r`` everywhere else); the metric reads the last site as ``r + to_metric (f - r)`` at its
@@ -167,39 +177,49 @@ def soft_edge_logit_diff(spliced: SplicedModel, data: TaskData, nodes: dict[str,
     here, not per distinct in-edge set); its gradient at ``w = 1`` is the linear edge effect of
     Marks et al. (the metric's gradient at ``d`` times ``d``'s Jacobian on ``u`` times ``f_u - r_u``),
     computed by autograd.
+
+    Weights ``[n_up, n_down]`` and ``to_metric [n_last]`` give ``[n]``; with a leading group
+    dimension (``[G, n_up, n_down]``, ``[G, n_last]``: e.g. one edge mask per lambda) the G circuits
+    run in one batched pass and the result is ``[G, n]``.
     """
     _check_policy(spliced)
+    grouped = to_metric.dim() == 2
+    if not grouped:
+        weights, to_metric = [w[None] for w in weights], to_metric[None]
+    g = to_metric.shape[0]
     sites = list(spliced.sites)
     dev = spliced.device
     n = len(data)
     repl = {s: r.to(dev) for s, r in replacement.rows(start, start + n).items()}
     with torch.no_grad():
-        inputs = spliced.site_inputs(data.clean)
+        inputs = _site_inputs(spliced, data.clean)
         f0 = spliced.encode(sites[0], inputs[sites[0]].to(dev))
     first = nodes[sites[0]]
-    f_prev = _ablated(repl[sites[0]], n, f0)
-    f_prev[:, first[:, 0], first[:, 1]] = f0[:, first[:, 0], first[:, 1]]
+    f_prev = _keep(f0, first, repl[sites[0]], n)[None].expand(g, -1, -1, -1)  # [G, n, pos, d]
     for i in range(1, len(sites)):
         up, down = sites[i - 1], sites[i]
-        nu, nd = nodes[up], nodes[down]
-        r_up = _ablated(repl[up], n, f_prev)
-        w = weights[i - 1].to(dev, f_prev.dtype)  # [n_up, n_down]
-        m = torch.zeros(len(nd), *f_prev.shape[1:], device=dev, dtype=f_prev.dtype)  # [n_down, pos, d_up]
-        m = m.index_put((torch.arange(len(nd), device=dev).repeat_interleave(len(nu)),
-                         nu[:, 0].repeat(len(nd)).to(dev), nu[:, 1].repeat(len(nd)).to(dev)), w.t().reshape(-1))
-        f_in = (r_up[None] + m[:, None] * (f_prev - r_up)[None]).reshape(len(nd) * n, *f_prev.shape[1:])
-        f_out = _segment(spliced, up, down, inputs[up][:1].to(dev), f_in).view(len(nd), n, *f_prev.shape[1:-1], -1)
-        vals = f_out[torch.arange(len(nd), device=dev), :, nd[:, 0].to(dev), nd[:, 1].to(dev)]  # [n_down, n]
-        f_next = _ablated(repl[down], n, f_out)
+        nu, nd = nodes[up].to(dev), nodes[down].to(dev)
+        r_up = _ablated(repl[up], n, f_prev)  # [n, pos, d_up]
+        w = weights[i - 1].to(dev, f_prev.dtype)  # [G, n_up, n_down]
+        m = torch.zeros(g, len(nd), *f_prev.shape[2:], device=dev, dtype=f_prev.dtype)  # [G, n_down, pos, d_up]
+        if len(nu) and len(nd):
+            m[:, :, nu[:, 0], nu[:, 1]] = w.transpose(1, 2)  # autograd records the write
+        f_in = (r_up + m[:, :, None] * (f_prev[:, None] - r_up)).reshape(g * len(nd) * n, *f_prev.shape[2:])
+        f_next = _ablated(repl[down], n, f_prev)[None].repeat(g, 1, 1, 1)  # [G, n, pos, d_down]
         if len(nd):
-            f_next[:, nd[:, 0].to(dev), nd[:, 1].to(dev)] = vals.t()  # autograd records the write
+            f_out = _segment(spliced, up, down, inputs[up][:1].to(dev), f_in)
+            f_out = f_out.view(g, len(nd), n, *f_out.shape[1:])
+            j = torch.arange(len(nd), device=dev)
+            vals = f_out[:, j, :, nd[:, 0], nd[:, 1]]  # [n_down, G, n]: node j's own latent, read from its own rows
+            f_next[:, :, nd[:, 0], nd[:, 1]] = vals.permute(1, 2, 0)  # [G, n, n_down]
         f_prev = f_next
     last = sites[-1]
-    nl = nodes[last]
+    nl = nodes[last].to(dev)
     r_last = _ablated(repl[last], n, f_prev)
-    wm = torch.zeros(f_prev.shape[1:], device=dev, dtype=f_prev.dtype)
+    wm = torch.zeros(g, *f_prev.shape[2:], device=dev, dtype=f_prev.dtype)
     if len(nl):
-        wm = wm.index_put((nl[:, 0].to(dev), nl[:, 1].to(dev)), to_metric.to(dev, f_prev.dtype))
-    final = r_last + wm * (f_prev - r_last)
-    logits = spliced.run_from(last, inputs[last].to(dev), {last: lambda f, v=final: v}, latents=final)
-    return logit_diff(logits, data.clean_answer, data.patch_answer)
+        wm[:, nl[:, 0], nl[:, 1]] = to_metric.to(dev, f_prev.dtype)
+    final = (r_last + wm[:, None] * (f_prev - r_last)).reshape(g * n, *f_prev.shape[2:])
+    logits = spliced.run_from(last, inputs[last].to(dev).repeat(g, 1, 1), {last: lambda f, v=final: v}, latents=final)
+    out = logit_diff(logits, data.clean_answer.repeat(g), data.patch_answer.repeat(g)).view(g, n)
+    return out if grouped else out[0]

@@ -27,17 +27,29 @@ def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["status"] == "ok"]
 
 
-def circuits(df: pd.DataFrame) -> pd.DataFrame:
+def circuits(df: pd.DataFrame, unit: str = "nodes") -> pd.DataFrame:
+    """The wide view of node circuits, or (``unit="edges"``) of edge circuits.
+
+    The verdict's machinery reads one size column, ``size_nodes``: in an edge view it holds the
+    circuit's **edge** count (also in ``size_edges``), and ``size_latents`` the nodes its edges touch."""
     d = ok_rows(df)
     d = d[(d.circuit >= 0) & (d.method != REFERENCE)]
-    if d.empty:
+    size_metric = f"size_{unit}"
+    if d.empty or not (d.metric == size_metric).any():
         return pd.DataFrame(columns=KEYS + ["kind", "size_nodes", "size_latents", "F_test", "F_train"])
-    base = d[(d.metric == "size_nodes")][KEYS + ["circuit_kind", "circuit_params", "value"]].rename(
+    if unit == "edges":
+        d = d[d.size_unit == "edges"]
+    elif "size_unit" in d:
+        d = d[d.size_unit.fillna("nodes") == "nodes"]
+    base = d[(d.metric == size_metric)][KEYS + ["circuit_kind", "circuit_params", "value"]].rename(
         columns={"circuit_kind": "kind", "value": "size_nodes"})
     base["grid"] = [bool(json.loads(p).get("grid", False)) for p in base.circuit_params]
     base = base.drop(columns="circuit_params")
     wide = base.set_index(KEYS)
-    for metric, split, col in [("size_latents", "test", "size_latents"), ("complement_logit_diff", "test", "complement_ld_mean")]:
+    latents = "size_nodes_touched" if unit == "edges" else "size_latents"
+    if unit == "edges":
+        wide["size_edges"] = wide["size_nodes"]
+    for metric, split, col in [(latents, "test", "size_latents"), ("complement_logit_diff", "test", "complement_ld_mean")]:
         s = d[(d.metric == metric) & (d.split == split)].set_index(KEYS)["value"]
         wide[col] = s
     for form in F_FORMS:
@@ -106,14 +118,15 @@ def chosen_settings(df: pd.DataFrame) -> pd.DataFrame:
         cut = g[g.metric == CUT_RULE_METRIC]
         # The rule each seed's cut circuits were made with (their params); rows from before the
         # rule was chosen carry none: "not recorded", never a guess.
-        cuts = g[(g.metric == "size_nodes") & (g.circuit_kind == "cut")]
+        sized = g.metric.isin(["size_nodes", "size_edges"])  # a node or an edge method
+        cuts = g[sized & (g.circuit_kind == "cut")]
         rules = {int(s): json.loads(p).get("cut_rule", "not recorded") for s, p in zip(cuts.seed, cuts.circuit_params)}
         row = {"task": task, "method": method, "n_seeds": len(seeds),
                "cut_rule": _count([rules.get(int(s), "not recorded") for s in seeds])}
         for rule in ("abs", "positive"):
             v = cut[cut.text.str.startswith(rule)].value
             row[f"train_F_{rule}"] = float(v.mean()) if len(v) else np.nan
-        native = g[(g.metric == "size_nodes") & (g.circuit_kind == "native")]
+        native = g[sized & (g.circuit_kind == "native")]
         params = [json.loads(p) for p in native.circuit_params]
         if params and "steps" in params[0]:
             # Counted over every circuit (each lambda of each seed): the step ladder converges per

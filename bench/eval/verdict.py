@@ -363,16 +363,52 @@ def site_breakdown(df: pd.DataFrame, circ: pd.DataFrame) -> pd.DataFrame:
     return d.groupby(["task", "method", "site", "metric"]).value.mean().unstack("metric").reset_index()
 
 
+EDGE_REFERENCE = "edge_mask"  # the edge verdict compares every edge method against the edge mask
+
+
+def edge_tables(df: pd.DataFrame, ref: pd.DataFrame, n_boot: int = 2000) -> dict[str, pd.DataFrame]:
+    """The edge verdict: matched edge counts with intervals, paired differences against the edge mask,
+    train vs test, and each task and seed's edge universe (nodes, candidate edges, the node circuit's
+    train F, and its test F = the cut that keeps every candidate edge). Empty tables without edge rows."""
+    circ = tables.circuits(df, "edges")
+    names = ("edge_matched", "edge_pairwise", "edge_train_test", "edge_universe")
+    if circ.empty or ref.empty:
+        return {**{n: pd.DataFrame() for n in names}, "edge_circuits": circ}
+    views = [TaskView(circ, ref, t, n_boot) for t in sorted(circ.task.unique())]
+    return {"edge_matched": matched_table(views), "edge_pairwise": pairwise(views, reference=EDGE_REFERENCE),
+            "edge_train_test": train_test(views), "edge_universe": edge_universe_table(df, circ), "edge_circuits": circ}
+
+
+def edge_universe_table(df: pd.DataFrame, circ: pd.DataFrame) -> pd.DataFrame:
+    """Per task and seed: the edge universe's nodes and candidate edges, the node circuit's train F
+    (from its rows) and test F (every candidate edge kept: the largest cut of any edge ranking)."""
+    d = tables.ok_rows(df)
+    d = d[d.metric.isin(["edge_universe_nodes", "edge_universe_edges", "edge_universe_train_F"])]
+    if d.empty:
+        return pd.DataFrame()
+    u = d.groupby(["task", "seed", "metric"]).value.first().unstack("metric").reset_index()
+    u["source"] = [d[(d.task == r.task) & (d.seed == r.seed)].text.iloc[0] for r in u.itertuples()]
+    # every edge method of a task and seed must have worked on the same nodes (each cell rebuilds the universe)
+    fp = tables.ok_rows(df)
+    fp = fp[fp.metric == "edge_universe_fingerprint"].groupby(["task", "seed"]).text.nunique()
+    u["same_universe"] = [bool(fp.get((r.task, r.seed), 1) == 1) for r in u.itertuples()]
+    cuts = circ[circ.kind == "cut"]
+    full = {(r.task, int(r.seed)): r.F_test for r in cuts.sort_values("size_nodes").groupby(["task", "seed"]).tail(1).itertuples()}
+    u["edge_universe_test_F"] = [full.get((r.task, int(r.seed)), np.nan) for r in u.itertuples()]
+    return u.rename(columns={"edge_universe_nodes": "nodes", "edge_universe_edges": "candidate_edges",
+                             "edge_universe_train_F": "node_circuit_F_train", "edge_universe_test_F": "node_circuit_F_test"})
+
+
 def build(df: pd.DataFrame, n_boot: int = 2000) -> dict[str, pd.DataFrame]:
     """Every table of the report."""
     circ = tables.circuits(df)
     ref = tables.references(df)
     empty = pd.DataFrame()
-    if circ.empty or ref.empty:  # e.g. every cell failed: only costs and errors to report
+    if circ.empty or ref.empty:  # e.g. every cell failed, or edges only: costs, errors and the edge tables
         names = ("matched", "pairwise", "reference_share", "levels", "area", "train_test", "knockout", "stability",
                  "nestedness", "sites")
         return {**{n: empty for n in names}, "costs": tables.costs(df), "errors": tables.errors(df), "circuits": circ,
-                "references": ref, "settings": tables.chosen_settings(df)}
+                "references": ref, "settings": tables.chosen_settings(df), **edge_tables(df, ref, n_boot)}
     views = [TaskView(circ, ref, t, n_boot) for t in sorted(circ.task.unique())]
     cost = tables.costs(df)
     return {
@@ -381,5 +417,5 @@ def build(df: pd.DataFrame, n_boot: int = 2000) -> dict[str, pd.DataFrame]:
         "area": area_vs_random(views), "train_test": train_test(views), "knockout": knockout_gaps(df, circ),
         "stability": stability(df, circ), "nestedness": nestedness(df), "sites": site_breakdown(df, circ),
         "costs": cost, "errors": tables.errors(df), "circuits": circ, "references": ref,
-        "settings": tables.chosen_settings(df),
+        "settings": tables.chosen_settings(df), **edge_tables(df, ref, n_boot),
     }

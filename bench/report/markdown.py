@@ -45,14 +45,14 @@ def ci(est, lo, hi, digits: int = 3) -> str:
     return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def headline_wide(matched: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, method), one column per matched target: "F [lo, hi] @k"."""
+def headline_wide(matched: pd.DataFrame, unit: str = "nodes") -> pd.DataFrame:
+    """One row per (task, method), one column per matched target: "F [lo, hi] @k" (k in ``unit``)."""
     if matched.empty:
         return matched
     rows = []
     for (task, method), g in matched.groupby(["task", "method"]):
         row = {"task": task, "method": method}
         for _, r in g.sort_values("target").iterrows():
-            row[f"~{r.target} nodes"] = f"{ci(r.F, r.lo, r.hi, 2)} @{fmt(r.sizes[0]) if len(set(r.sizes)) == 1 else '/'.join(map(str, r.sizes))}"
+            row[f"~{r.target} {unit}"] = f"{ci(r.F, r.lo, r.hi, 2)} @{fmt(r.sizes[0]) if len(set(r.sizes)) == 1 else '/'.join(map(str, r.sizes))}"
         rows.append(row)
     return pd.DataFrame(rows)

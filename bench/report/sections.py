@@ -72,13 +72,20 @@ def setting(c: ReportContext) -> list[str]:
            "about seed-to-seed variation" if len(seeds) == 1 else "")
         + ".", "",
         *(["**No cell produced circuits: every cell failed. The reasons are under \"Failed cells\" below.**", ""]
-          if t["circuits"].empty else []),
+          if t["circuits"].empty and t.get("edge_circuits", pd.DataFrame()).empty else []),
     ]
+
+
+def _edges_only(t: dict) -> bool:
+    """A run of edge methods only: the node sections have nothing to say."""
+    return t["circuits"].empty and not t.get("edge_circuits", pd.DataFrame()).empty
 
 
 def headline(c: ReportContext) -> list[str]:
     """F at matched sizes, one column per headline target."""
     t = c.tables
+    if _edges_only(t):
+        return []
     return [
         "## Headline: F at matched sizes", "",
         "Every method is evaluated at exactly the sizes the learned mask produced on the same task and seed (its own "
@@ -91,6 +98,8 @@ def headline(c: ReportContext) -> list[str]:
 def verdict_section(c: ReportContext) -> list[str]:
     """The paired verdict of the mask against every other method, and its tally (references left out)."""
     t, controls, flags = c.tables, c.controls, c.flags
+    if _edges_only(t):
+        return []
     lines = [
         "## Verdict: paired differences at matched sizes", "",
         "F(mask) − F(other) per seed, both scored on that seed's test prompts, averaged over seeds with a 95% "
@@ -372,5 +381,46 @@ def figures(c: ReportContext) -> list[str]:
     return lines
 
 
+def edges(c: ReportContext) -> list[str]:
+    """The edge verdict (edge methods at matched edge counts), when the run has edge methods."""
+    t = c.tables
+    if t.get("edge_universe", pd.DataFrame()).empty:
+        return []
+    lines = [
+        "## Edges between latents", "",
+        "Edge methods keep edges between the nodes of one node circuit per task and seed, the same for every edge "
+        "method (the *edge universe*: the ranking of the node method named below, cut by its train-chosen rule at the "
+        "smallest grid size with train F ≥ 0.9, capped; `bench/run/edge_universe.py`). A node reads, through the "
+        "blocks between two SAE sites, only what its kept in-edges carry (exact semantics: `docs/edges.md`). F is "
+        "normalised as for nodes, so keeping every candidate edge gives the node circuit's F (`node_circuit_F_test`), "
+        "the most an edge circuit can reach here.", "",
+        markdown_table(t["edge_universe"], ["task", "seed", "source", "nodes", "candidate_edges", "node_circuit_F_train",
+                                            "node_circuit_F_test", "same_universe"]), "",
+        "F at matched edge counts (each column: the edge mask's circuit nearest the named count, or the nearest grid "
+        "count when no edge mask ran; rankings are cut at exactly those counts), test split, 95% interval over seeds:", "",
+        markdown_table(headline_wide(t["edge_matched"], "edges")), "",
+    ]
+    em = t["edge_matched"]
+    if not em.empty:
+        comp = em.copy()
+        lines += ["Completeness at the same counts: F of the complement (every candidate edge except the circuit's; "
+                  "lower is more complete), mean over seeds:", "",
+                  markdown_table(comp, ["task", "target", "method", "k", "complement", "F_train", "n_seeds"]), ""]
+    pw = t["edge_pairwise"].copy()
+    if not pw.empty:
+        ref = pw.method.iloc[0]
+        col = f"F({ref}) − F(other)"
+        pw[col] = [ci(r["diff"], r.lo, r.hi) for _, r in pw.iterrows()]
+        lines += [f"Paired differences against `{ref}` (the node verdict's rule: Student t over seeds; one seed: "
+                  "prompt bootstrap):", "",
+                  markdown_table(pw, ["task", "target", "sizes", "vs", "F_method", "F_vs", col, "signs", "verdict",
+                                      "interval"]), ""]
+    tt = t.get("edge_train_test", pd.DataFrame())
+    if not tt.empty:
+        lines += ["Train vs test of the studied edge circuit (chosen on train: the smallest reaching 90% of the node "
+                  "circuit's train F; `studied_nodes` here counts its edges):", "", markdown_table(tt), ""]
+    return lines
+
+
 SECTIONS = (setting, headline, verdict_section, reference_share, chosen_settings, control_runs, levels, area, train_test, completeness,
-            knockout, stability, nestedness, sites, costs, failures, figures)
+            knockout, stability, nestedness, sites, edges, costs, failures, figures)

@@ -19,7 +19,8 @@ from bench.report.sections import SECTIONS, ReportContext
 from bench.run.results import read_run_json
 
 SUMMARY_TABLES = ("matched", "pairwise", "reference_share", "settings", "levels", "area", "train_test", "knockout", "stability",
-                  "nestedness", "sites", "controls", "control_signal")
+                  "nestedness", "sites", "controls", "control_signal", "edge_universe", "edge_matched", "edge_pairwise",
+                  "edge_train_test")
 
 
 def summary(df: pd.DataFrame, n_boot: int = 2000) -> dict[str, pd.DataFrame]:

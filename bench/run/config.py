@@ -57,6 +57,10 @@ class RunConfig:
     sites: tuple[str, ...] = ()  # SAE placement: the preset's SAEs to splice (empty: all of them)
     answers: str = "task"  # task | oriented | shuffled: the answer controls of bench.run.controls
     dtype: str | None = None  # the model's and SAEs' dtype (None: the preset's own on the device)
+    # The edge universe (bench.run.edge_universe): the node circuit every edge method connects, cut
+    # from this node method's ranking on train, at most edge_max_nodes nodes.
+    edge_node_method: str = "attribution_patching"
+    edge_max_nodes: int = 48
 
     def train_size(self, task_name: str) -> int:
         """Train prompts for ``task_name``: its own default where it has one, else ``n_train``."""
@@ -75,6 +79,8 @@ class RunConfig:
             raise UsageError("--seeds needs at least one seed")
         if self.max_rows < 1:
             raise UsageError("--max-rows must be at least 1")
+        if self.edge_max_nodes < 2:
+            raise UsageError("--edge-max-nodes must be at least 2 (an edge needs two nodes)")
         if self.dtype is not None and self.dtype not in ("float32", "float16", "bfloat16"):
             raise UsageError(did_you_mean(self.dtype, ("float32", "float16", "bfloat16"), "dtype"))
         from bench.run.controls import check_answers

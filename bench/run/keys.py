@@ -163,13 +163,29 @@ def _key(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Settings of the edge universe: they change edge cells only (bench.run.edge_universe).
+EDGE_FIELDS = ("edge_node_method", "edge_max_nodes")
+
+
+def edge_universe_key(cfg: RunConfig) -> list:
+    """What an edge cell's universe depends on beyond the task: its settings and the node method it is
+    cut from (name, version, options, source), so editing that method recomputes the edge cells."""
+    from bench.run.setup import build_method
+
+    node = build_method(cfg.edge_node_method, cfg)
+    return [cfg.edge_node_method, cfg.edge_max_nodes, node.name, node.version, node.config.to_dict(),
+            method_source_key(type(node))]
+
+
 def cell_key(cfg: RunConfig, world, task_name: str, task_version: str, seed: int, method: Method | str,
              extra_sizes: list[int] | None = None) -> str:
-    skip = ("tasks", "methods", "method_options", "world_dir", "device", "seeds", "max_rows")
+    skip = ("tasks", "methods", "method_options", "world_dir", "device", "seeds", "max_rows") + EDGE_FIELDS
     settings = {k: v for k, v in asdict(cfg).items() if k not in skip}
     if isinstance(method, str):
         mid = method
     else:
         mid = [method.name, method.version, method.config.to_dict(), method_source_key(type(method))]
+        if getattr(method, "unit", "nodes") == "edges":
+            mid.append(edge_universe_key(cfg))
     return _key([SCHEMA_VERSION, code_version(), settings, world.fingerprint, task_name, task_version, seed, mid,
                  sorted(extra_sizes or [])])

@@ -119,6 +119,10 @@ def compute_cell(spec: CellSpec) -> list[dict]:
     if spec.method == REFERENCE_CELL:
         return reference_rows(setup)
     method = build_method(spec.method, spec.cfg)
+    if method.unit == "edges":
+        from bench.run.edge_cell import run_edge_cell
+
+        return run_edge_cell(setup, method, spec.cfg, list(spec.extra_sizes))
     return run_cell(setup, method, spec.cfg, list(spec.extra_sizes))
 
 
@@ -266,8 +270,11 @@ class _Run:
         task and seed (matched sizes)."""
         cells = []
         for g in groups:
-            extra = sorted({k for s in first for k in _native_sizes(self.cell(g, s.name, s.method, []).path)})
-            cells += [(self.cell(g, s.name, s.method, extra if s.method is not None else []), s.load_error) for s in rest]
+            extra = {unit: sorted({k for s in first if s.method.unit == unit
+                                   for k in _native_sizes(self.cell(g, s.name, s.method, []).path, unit)})
+                     for unit in ("nodes", "edges")}
+            cells += [(self.cell(g, s.name, s.method, extra[s.method.unit] if s.method is not None else []), s.load_error)
+                      for s in rest]
         self.submit(cells)
 
     # ----- cells ------------------------------------------------------------------------------------
@@ -341,12 +348,13 @@ class _Run:
         })
 
 
-def _native_sizes(path: Path) -> list[int]:
-    """Sizes of the native circuits stored in a finished circuits-method cell (none if it failed)."""
+def _native_sizes(path: Path, unit: str = "nodes") -> list[int]:
+    """Sizes (in ``unit``: nodes or edges) of the native circuits stored in a finished circuits-method
+    cell (none if it failed)."""
     if not path.is_file():
         return []
     df = pd.read_parquet(path, columns=["metric", "circuit_kind", "value", "status"])
-    d = df[(df.metric == "size_nodes") & (df.circuit_kind == "native") & (df.status == "ok")]
+    d = df[(df.metric == f"size_{unit}") & (df.circuit_kind == "native") & (df.status == "ok")]
     return sorted({int(v) for v in d.value})
 
 

@@ -116,6 +116,11 @@ def preflight(cfg: RunConfig) -> None:
                 raise UsageError(str(exc)) from None
             continue  # a broken registered plugin: error cells
         classes[name] = classes[getattr(cls, "name", name) or name] = cls
+    has_edges = any(getattr(c, "unit", "nodes") == "edges" for c in classes.values())
+    if has_edges:
+        _preflight_edges(cfg, methods)
+        if cfg.edge_node_method not in classes:  # the edge universe's node method takes options too
+            classes[cfg.edge_node_method] = method_class(cfg.edge_node_method)
     for key, opts in cfg.method_options.items():
         if key not in classes and key not in cfg.methods:
             usable = sorted({getattr(c, "name", "") or n for n, c in classes.items() if ":" not in n} | {m for m in cfg.methods if ":" not in m})
@@ -130,6 +135,26 @@ def preflight(cfg: RunConfig) -> None:
         elif ":" not in name and name not in tasks and name not in _IN_MEMORY_TASKS:
             raise UsageError(did_you_mean(name, tasks, "task"))
     check_device(cfg.device)
+
+
+def _preflight_edges(cfg: RunConfig, methods) -> None:
+    """A run with edge methods: the edge universe's node method exists and ranks nodes, and the error
+    policy has edge semantics (bench.eval.edges.EDGE_POLICIES)."""
+    from bench.errors import did_you_mean
+    from bench.eval.edges import EDGE_POLICIES
+
+    if cfg.error_policy not in EDGE_POLICIES:
+        raise UsageError(f"--error-policy {cfg.error_policy}: edge methods need one of {', '.join(EDGE_POLICIES)} "
+                         "('keep' has no single input to take the error of under an edge circuit)")
+    name = cfg.edge_node_method
+    if ":" not in name and name not in methods:
+        raise UsageError("--edge-node-method: " + did_you_mean(name, methods, "method"))
+    try:
+        cls = method_class(name)
+    except Exception as exc:  # noqa: BLE001 - a plugin that cannot load: one line, before any cell
+        raise UsageError(f"--edge-node-method {name}: cannot load it ({exc})") from None
+    if getattr(cls, "unit", "nodes") != "nodes":
+        raise UsageError(f"--edge-node-method {name}: an edge method; the edge universe needs a node method")
 
 
 def check_device(device: str) -> None:
