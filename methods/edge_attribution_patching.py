@@ -48,4 +48,6 @@ class EdgeAttributionPatching(Method):
         for start, batch in ctx.train.batches(self.config.batch_size):
             ld = soft_edge_logit_diff(ctx.spliced, batch, cand.nodes, w, tm, ctx.replacement, start)
             (ld.sum() / n).backward()
-        return EdgeScores([x.grad.detach() * e for x, e in zip(w, cand.edges)], tm.grad.detach() * cand.to_metric)
+        # a weight no path uses (a site of the universe without nodes) gets no gradient: its edges score 0
+        grads = [x.grad.detach() if x.grad is not None else torch.zeros_like(x) for x in [*w, tm]]
+        return EdgeScores([g * e for g, e in zip(grads[:-1], cand.edges)], grads[-1] * cand.to_metric)

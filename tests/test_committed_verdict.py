@@ -51,7 +51,8 @@ def per_seed(rows) -> dict:
     ld = {(r.task, int(r.seed), r.method, int(r.circuit)): float(np.mean(r.per_prompt)) for r in ld.itertuples()}
     # greedy is compared only where its circuit is within its pool (its own diag_pool_size rows, else
     # the documented default): beyond the pool its order is no search (bench.eval.verdict.pairwise)
-    pool = {(r.task, int(r.seed)): int(r.value) for r in ok[ok.metric == "diag_pool_size"].itertuples()}
+    pool = {(r.task, int(r.seed)): int(r.value)
+            for r in ok[(ok.metric == "diag_pool_size") & (ok.method == verdict.GREEDY)].itertuples()}
     out: dict = {}
     for r in ok[ok.metric == "matched_size"].itertuples():
         if r.method == verdict.GREEDY and r.k > pool.get((r.task, int(r.seed)), verdict.GREEDY_POOL):

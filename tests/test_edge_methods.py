@@ -198,12 +198,35 @@ def test_case_study_effects_are_edge_atp_and_rows_name_their_ends(setup, univers
     assert torch.allclose(effects, want * flat(cand).float(), atol=TOL)
     rows = edge_rows({}, 0, cand, effects)
     assert len(rows) == cand.n_edges()
-    a, b = cand.edges[0].nonzero()[0].tolist()
-    up, down = cand.sites[0], cand.sites[1]
-    pu, lu = cand.nodes[up][a].tolist()
-    pd_, ld_ = cand.nodes[down][b].tolist()
-    hit = [r for r in rows if r["site"] == up and (r["pos"], r["latent"]) == (pu, lu) and r["text"] == f"{down}|{pd_}|{ld_}"]
-    assert len(hit) == 1 and hit[0]["value"] == pytest.approx(float(atp.values[0][a, b]), abs=TOL)
+    index = {(site, *map(int, nd)): i for site in cand.sites for i, nd in enumerate(cand.nodes[site].tolist())}
+    for r in rows:  # each row's value is the score of the edge its two named ends define
+        a = index[(r["site"], r["pos"], r["latent"])]
+        if r["text"] == "metric":
+            want = float(atp.to_metric[a])
+        else:
+            down, pd_, ld_ = r["text"].split("|")
+            want = float(atp.values[cand.sites.index(r["site"])][a, index[(down, int(pd_), int(ld_))]])
+        assert r["value"] == pytest.approx(want, abs=TOL)
+
+
+def test_a_site_without_nodes_scores_its_edges_zero_instead_of_failing(setup, universe):
+    """A universe with no node at some site (a ranking's small circuit can miss a whole SAE): no path
+    uses those edge weights, so they get no gradient; the methods and the case-study effects give 0."""
+    from bench.run.edge_cell import edge_context, edge_effects
+    from methods.edge_attribution_patching import EdgeAttributionPatching
+    from methods.edge_mask import EdgeMask
+
+    s, _ = setup
+    masks = dict(universe.masks)
+    first = s.ctx.sites[0]
+    masks[first] = torch.zeros_like(masks[first])
+    cand = EdgeCircuit.from_masks(masks, s.ctx.sites)
+    ctx = edge_context(s, cand)
+    atp = EdgeAttributionPatching().discover(ctx)
+    assert atp.values[0].numel() == 0 and torch.isfinite(atp.to_metric).all()
+    assert torch.isfinite(edge_effects(s.evaluator, cand)).all()
+    out = EdgeMask(lambdas=(0.0,), steps=3, restarts=1, batch_size=4, judge_prompts=4).discover(ctx)
+    assert len(out.circuits) == 1
 
 
 def test_edge_circuit_is_part_of_the_plugin_api():

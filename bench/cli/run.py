@@ -44,7 +44,7 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
     g1.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="method option, e.g. binary_mask.steps=100 (JSON value); repeatable")
     g1.add_argument("--edge-node-method", default=None, metavar="METHOD",
-                    help="edge methods: the node method whose ranking gives the edge universe (default attribution_patching; "
+                    help="edge methods: the node method whose ranking gives the edge universe (default integrated_gradients; "
                          "bench/run/edge_universe.py)")
     g1.add_argument("--edge-max-nodes", type=int, default=None, metavar="N",
                     help="edge methods: at most N nodes in the edge universe (default 48)")

@@ -59,7 +59,7 @@ class RunConfig:
     dtype: str | None = None  # the model's and SAEs' dtype (None: the preset's own on the device)
     # The edge universe (bench.run.edge_universe): the node circuit every edge method connects, cut
     # from this node method's ranking on train, at most edge_max_nodes nodes.
-    edge_node_method: str = "attribution_patching"
+    edge_node_method: str = "integrated_gradients"
     edge_max_nodes: int = 48
 
     def train_size(self, task_name: str) -> int:

@@ -117,7 +117,7 @@ def edge_effects(ev: Evaluator, c: EdgeCircuit) -> torch.Tensor:
     w = [e.float().clone().requires_grad_(True) for e in c.edges]
     tm = c.to_metric.float().clone().requires_grad_(True)
     soft_edge_logit_diff(ev.spliced, data, c.nodes, w, tm, sd.replacement).mean().backward()
-    g = torch.cat([x.grad.flatten() for x in w] + [tm.grad.flatten()])
+    g = torch.cat([(x.grad if x.grad is not None else torch.zeros_like(x)).flatten() for x in [*w, tm]])
     return g * flat(c).float()
 
 

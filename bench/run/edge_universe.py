@@ -4,14 +4,17 @@ Edges run between the nodes of one node circuit (``bench.api.EdgeCircuit``); whi
 decides how many candidate edges there are and what F keeping all of them reaches, so it is chosen
 the same way for every edge method, from the train split only, before any edge method runs:
 
-1. the ranking of the node method ``cfg.edge_node_method`` (default ``attribution_patching``: one
-   backward pass, so the universe is cheap and exists in a run of edge methods alone; a
-   circuits-method such as ``binary_mask`` is read as a ranking, as for the node verdict);
+1. the ranking of the node method ``cfg.edge_node_method`` (default ``integrated_gradients``: a
+   few dozen backward passes, so the universe is cheap and exists in a run of edge methods alone;
+   attribution patching was the first default, but with the error term dropped every SAE is a
+   bottleneck and AtP's small SVA circuits miss a whole site, F ≈ 0, which leaves an edge universe
+   with nothing to connect; a circuits-method such as ``binary_mask`` is read as a ranking, as for
+   the node verdict);
 2. cut by the rule chosen on train (:func:`bench.run.cell.choose_cut_rule`);
 3. at the smallest shared-grid size whose train F reaches :data:`NODE_F` (0.9), at most
    ``cfg.edge_max_nodes`` nodes (default 48: an edge mask's step runs one segment forward per
-   downstream node, prompt and lambda, so the cap bounds its cost); where no size under the cap reaches
-   0.9, the largest grid size under it. Its train F is in the rows (``edge_universe_train_F``): an
+   downstream node, prompt and lambda, so the cap bounds its cost); where no grid size under the cap
+   reaches 0.9, the cap itself. Its train F is in the rows (``edge_universe_train_F``): an
    edge circuit cannot be more faithful than its node circuit (keeping every edge *is* that node
    circuit).
 
@@ -95,7 +98,8 @@ def _build(setup, cfg: RunConfig) -> EdgeUniverse:
     ranking = sweep_ranking(out.circuits, list(setup.universe)) if isinstance(out, CircuitSet) else out.values
     grid = size_grid(setup.n_universe, cfg.grid_per_decade)
     rule, _ = choose_cut_rule(ev, out, setup.universe, grid)
-    sizes = [k for k in grid if 2 <= k <= cfg.edge_max_nodes] or [min(cfg.edge_max_nodes, setup.n_universe)]
+    cap = min(cfg.edge_max_nodes, setup.n_universe)
+    sizes = sorted({k for k in grid if 2 <= k < cap} | {cap})  # the grid below the cap, and the cap itself
     circuits = [top_k_circuit(ranking, setup.universe, k, rule) for k in sizes]
     train = ev.lds([c.masks for c in circuits], "train").mean(1)
     f = [ev.faithfulness(float(v), "train")[HEADLINE] for v in train]
