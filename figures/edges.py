@@ -58,7 +58,8 @@ def faithfulness_vs_edges(df: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_xlabel("edges kept")
         ax.set_ylabel("F (test)")
     first = next(iter(axes.values()))
-    first.legend(loc="upper left")
+    first.legend(loc="lower right")
+    fig.tight_layout()
     fig.suptitle("Edge circuits: F on test vs edges kept (lines: cuts, mean and 95% t interval over seeds; "
                  "x: the edge mask's own circuits)", y=1.03)
     return style.save(fig, out, "faithfulness_vs_edges")
