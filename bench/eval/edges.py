@@ -1,4 +1,4 @@
-"""Edge circuits between SAE latents, evaluated exactly (issue: edges; not yet wired into the harness).
+"""Edge circuits between SAE latents, evaluated exactly (the harness: bench/run/edge_cell.py, docs/edges.md).
 
 A node circuit keeps nodes ``(site, pos, latent)``. An edge circuit over it keeps *edges*: from a
 node at one site to a node at the next site (upstream position <= downstream position: attention
