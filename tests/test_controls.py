@@ -223,3 +223,19 @@ def test_mean_policy_setups_keep_their_own_error_means(tiny_world):
     for site in ref.sites:
         torch.testing.assert_close(a.ctx.spliced.error_means[site], ref.error_means[site], rtol=0, atol=0)
         assert a.evaluator.spliced.error_means[site].shape[0] == a.train.n_pos != b.train.n_pos
+
+
+def test_a_run_recorded_before_a_setting_existed_reads_it_at_its_default(tmp_path):
+    """The committed run's run.json predates the edge settings; a control made later records them at
+    their defaults. Both must read the same, or the report leaves a valid control out."""
+    from bench.report.controls import _config
+    from bench.run.config import RunConfig
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    for d, extra in ((old, {}), (new, {"edge_node_method": RunConfig().edge_node_method, "edge_max_nodes": 48})):
+        d.mkdir()
+        (d / "run.json").write_text(json.dumps({"config": {"preset": "embedded", "seeds": [0], **extra}}))
+    a, b = _config(old), _config(new)
+    assert a == b and a["edge_max_nodes"] == 48
+    (new / "run.json").write_text(json.dumps({"config": {"preset": "embedded", "seeds": [0], "edge_max_nodes": 12}}))
+    assert _config(new)["edge_max_nodes"] != a["edge_max_nodes"]  # a real difference still shows

@@ -77,9 +77,17 @@ _MAY_DIFFER = {"preset", "answers", "device", "max_rows", "world_dir"}
 
 
 def _config(path: Path) -> dict:
+    """A run's recorded settings, with every setting it predates at its default: a run recorded before
+    a field existed (e.g. the edge settings) ran as that default says, so it is not "different"."""
+    import dataclasses
+    import json
+
+    from bench.run.config import RunConfig
     from bench.run.results import read_run_json
 
-    return read_run_json(path).get("config", {})
+    defaults = {f.name: json.loads(json.dumps(f.default if f.default is not dataclasses.MISSING else f.default_factory()))
+                for f in dataclasses.fields(RunConfig)}
+    return {**defaults, **read_run_json(path).get("config", {})}
 
 
 def load_controls(results: Path, n_boot: int = 2000, real_df: pd.DataFrame | None = None) -> tuple[dict[str, dict], list[str]]:
