@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.eval import stats, tables, verdict
-from figures import style
+from bench.eval import tables, verdict
+from figures import plots, style
 
 MAX_DRAWN_EDGES = 40  # the case-study graph draws the strongest edges only (|effect|), and says how many it left out
 N_BOOT = 400
@@ -34,16 +34,10 @@ def faithfulness_vs_edges(df: pd.DataFrame, out: Path) -> list[Path]:
     for task, ax in axes.items():
         v = views[task]
         for m in methods:
-            d = v.c[(v.c.method == m) & (v.c.kind == "cut")]
-            rows = []
-            for k, g in d.groupby("size_nodes"):
-                if g.seed.nunique() < len(v.seeds):
-                    continue
-                est, lo, hi = stats.interval(v.boot, {int(r.seed): v.f_stat(int(r.seed), r.test_ld) for r in g.itertuples()})
-                rows.append((k, est, lo, hi))
-            if not rows:
+            band = plots._band(v, v.c[(v.c.method == m) & (v.c.kind == "cut")])  # the node figures' bands
+            if band.empty:
                 continue
-            k, est, lo, hi = map(np.array, zip(*sorted(rows)))
+            k, est, lo, hi = (band[c].to_numpy(float) for c in ("size", "F", "lo", "hi"))
             c = style.color(m, methods)
             ax.plot(k, est, marker="o", ms=3, color=c, label=style.label(m))
             ax.fill_between(k, lo, hi, color=c, alpha=0.15, lw=0)

@@ -39,6 +39,7 @@ import torch
 from bench.api import EdgeCircuit, EdgeCircuitSet, EdgeMethodContext, Method, MethodConfig
 from bench.eval.edges import soft_edge_logit_diff
 from bench.model.ablation import Replacement
+from methods.binary_mask import batch_schedule, temperature
 
 
 @dataclass(frozen=True)
@@ -131,13 +132,9 @@ class EdgeMask(Method):
         gen = torch.Generator().manual_seed(_seed(ctx.seed, restart, "batches"))
         lam_t = torch.tensor(lams)
         total = round(1.1 * cfg.steps)
-        order, cursor = torch.randperm(n, generator=gen), 0
-        for i in range(total):
-            if cursor + cfg.batch_size > n:
-                order, cursor = torch.randperm(n, generator=gen), 0
-            idx = order[cursor : cursor + cfg.batch_size]
-            cursor += cfg.batch_size
-            temp = 200 ** (1.1 * i / cfg.steps)
+        # the node mask's batch order and temperature schedule (methods.binary_mask), shared by every lambda
+        for i, idx in enumerate(batch_schedule(gen, n, cfg.batch_size, total)):
+            temp = temperature(i, cfg.steps)
             soft = [torch.sigmoid(temp * x) * m for x, m in zip(logits, masks)]
             ld = self._ld(ctx, soft, idx)  # [L, b]
             faith = (ld_all[idx].mean() - ld.float().cpu().mean(1)).abs()
