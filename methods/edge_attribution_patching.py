@@ -42,12 +42,13 @@ class EdgeAttributionPatching(Method):
 
     def discover(self, ctx: EdgeMethodContext) -> EdgeScores:
         cand = ctx.edge_candidates
-        w = [torch.ones(e.shape, requires_grad=True) for e in cand.edges]
-        tm = torch.ones(cand.to_metric.shape, requires_grad=True)
+        dev = ctx.spliced.device  # the weights live beside the model (a GPU, or the planner's meta device)
+        w = [torch.ones(e.shape, device=dev, requires_grad=True) for e in cand.edges]
+        tm = torch.ones(cand.to_metric.shape, device=dev, requires_grad=True)
         n = len(ctx.train)
         for start, batch in ctx.train.batches(self.config.batch_size):
             ld = soft_edge_logit_diff(ctx.spliced, batch, cand.nodes, w, tm, ctx.replacement, start)
             (ld.sum() / n).backward()
         # a weight no path uses (a site of the universe without nodes) gets no gradient: its edges score 0
         grads = [x.grad.detach() if x.grad is not None else torch.zeros_like(x) for x in [*w, tm]]
-        return EdgeScores([g * e for g, e in zip(grads[:-1], cand.edges)], grads[-1] * cand.to_metric)
+        return EdgeScores([g * e.to(dev) for g, e in zip(grads[:-1], cand.edges)], grads[-1] * cand.to_metric.to(dev))

@@ -119,31 +119,33 @@ class EdgeMask(Method):
         cfg = self.config
         cand = ctx.edge_candidates
         L, n = len(lams), len(ctx.train)
+        dev = ctx.spliced.device  # the masks live beside the model (a GPU, or the planner's meta device)
         shapes = [tuple(e.shape) for e in cand.edges] + [tuple(cand.to_metric.shape)]
-        masks = [e.float() for e in cand.edges] + [cand.to_metric.float()]  # non-candidate slots stay at 0
+        masks = [e.float().to(dev) for e in cand.edges] + [cand.to_metric.float().to(dev)]  # non-candidate slots stay at 0
         logits = []
         for gi, shape in enumerate(shapes):
             init = torch.ones((L, *shape))
             if restart and cfg.init_noise:
                 g = torch.Generator().manual_seed(_seed(ctx.seed, restart, gi, "init"))
                 init += cfg.init_noise * torch.randn(init.shape, generator=g)
-            logits.append(init.requires_grad_(True))
+            logits.append(init.to(dev).requires_grad_(True))
         opt = torch.optim.Adam(logits, lr=cfg.restart_lr(restart))
         gen = torch.Generator().manual_seed(_seed(ctx.seed, restart, "batches"))
-        lam_t = torch.tensor(lams)
+        lam_t = torch.tensor(lams, device=dev)
+        ld_ref = ld_all.to(dev)
         total = round(1.1 * cfg.steps)
         # the node mask's batch order and temperature schedule (methods.binary_mask), shared by every lambda
         for i, idx in enumerate(batch_schedule(gen, n, cfg.batch_size, total)):
             temp = temperature(i, cfg.steps)
             soft = [torch.sigmoid(temp * x) * m for x, m in zip(logits, masks)]
             ld = self._ld(ctx, soft, idx)  # [L, b]
-            faith = (ld_all[idx].mean() - ld.float().cpu().mean(1)).abs()
+            faith = (ld_ref[idx.to(dev)].mean() - ld.float().mean(1)).abs()
             sparsity = torch.stack([s.reshape(L, -1).sum(1) for s in soft]).sum(0)
             loss = (faith + lam_t * sparsity).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        return [x.detach() for x in logits]
+        return [x.detach().cpu() for x in logits]
 
     def _ld(self, ctx: EdgeMethodContext, weights: list[torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
         """``[L, len(idx)]`` logit differences of the train prompts ``idx`` under L edge weightings."""

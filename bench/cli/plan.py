@@ -6,6 +6,7 @@ import argparse
 import json
 
 from bench.plan.budget import fit_settings
+from bench.plan.edges import EDGE_MODELLED
 from bench.plan.estimate import (
     DEFAULT_CANDIDATES_PER_POS,
     DEFAULT_SEQ_LEN,
@@ -35,6 +36,8 @@ def add_plan_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--error-policy", default=None, help="drop, keep or mean (default: the run's)")
     p.add_argument("--ablation", default=None, help="mean, zero or counterfactual (default: the run's)")
     p.add_argument("--methods", default=None, help="comma list (default: every modelled method)")
+    p.add_argument("--edge-max-nodes", type=int, default=None,
+                   help="edge methods: nodes of the assumed edge universe (default: the run's cap, 48)")
     p.add_argument("--candidates-per-position", type=int, default=DEFAULT_CANDIDATES_PER_POS,
                    help="exact patching: candidate latents per site and position (default %(default)s)")
     p.add_argument("--logits", default="code", choices=("code", "all", "last"),
@@ -56,7 +59,7 @@ def settings_from_args(args, preset_dtype: str) -> Settings:
     return Settings.defaults(
         n_train=args.n_train, n_test=args.n_test, seq_len=args.seq_len, dtype=args.dtype or preset_dtype,
         max_rows=args.max_rows, error_policy=args.error_policy, ablation=args.ablation,
-        candidates_per_pos=args.candidates_per_position, methods=methods, method_options=parse_method_options(args.option),
+        candidates_per_pos=args.candidates_per_position, methods=methods, edge_max_nodes=getattr(args, "edge_max_nodes", None), method_options=parse_method_options(args.option),
         gpu_memory_gib=args.gpu_memory, tflops=args.tflops, logits=args.logits,
         compare_logits=getattr(args, "compare_logits", False))
 
@@ -81,6 +84,9 @@ def cmd_plan(args) -> int:
                         "predicted_peak_bytes": {m: f.peak for m, f in fitted.methods.items()}}
         print(json.dumps(d, indent=2, default=str))
     else:
+        lines = [] if fitted is None else fitted.lines() + [
+            f"{m}: planned at its configured options, not fitted (the fit covers the node methods; docs/edges.md)"
+            for m in st.methods if m in EDGE_MODELLED]
         print(format_plan(plan) + ("" if fitted is None else "\n\nFitted to --gpu-memory (bench.plan.budget):\n"
-                                   + "\n".join(f"- {line}" for line in fitted.lines())))
+                                   + "\n".join(f"- {line}" for line in lines)))
     return 0

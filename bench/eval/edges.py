@@ -101,11 +101,17 @@ def _site_inputs(spliced: SplicedModel, tokens: torch.Tensor) -> dict[str, torch
     return inputs
 
 
-@torch.no_grad()
 def edge_logit_diff(spliced: SplicedModel, data: TaskData, circuit: EdgeCircuit, replacement: Replacement,
                     max_rows: int = 1024) -> torch.Tensor:
-    """Per-prompt logit difference ``[n]`` of ``circuit`` on ``data`` (the split ``replacement`` was
-    made for, from its first prompt), exactly as the module docstring defines it."""
+    """Per-prompt logit difference ``[n]`` (float, CPU) of ``circuit`` on ``data`` (the split
+    ``replacement`` was made for, from its first prompt), exactly as the module docstring defines it."""
+    return edge_logit_diff_on_device(spliced, data, circuit, replacement, max_rows).float().cpu()
+
+
+@torch.no_grad()
+def edge_logit_diff_on_device(spliced: SplicedModel, data: TaskData, circuit: EdgeCircuit, replacement: Replacement,
+                              max_rows: int = 1024) -> torch.Tensor:
+    """:func:`edge_logit_diff` left on the model's device (the planner runs it on the meta device)."""
     _check_policy(spliced)
     sites = circuit.sites
     if list(sites) != [s for s in spliced.sites if s in set(sites)] or len(sites) != len(spliced.sites):
@@ -137,7 +143,7 @@ def edge_logit_diff(spliced: SplicedModel, data: TaskData, circuit: EdgeCircuit,
     last = sites[-1]
     f_last = _keep(f_prev, circuit.nodes[last][circuit.to_metric], repl[last], n)
     logits = spliced.run_from(last, inputs[last].to(dev), {last: lambda f, v=f_last: v}, latents=f_last)
-    return logit_diff(logits, data.clean_answer, data.patch_answer).float().cpu()
+    return logit_diff(logits, data.clean_answer, data.patch_answer)
 
 
 def _check_policy(spliced: SplicedModel) -> None:

@@ -40,7 +40,10 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from bench.errors import UsageError
 from bench.plan.arch import ARCH_KEYS, FAMILIES, Arch, build_meta, resolve_arch, static_bytes
+from bench.plan.contexts import make_context  # noqa: F401 - where callers find it
+from bench.plan.edges import EDGE_MODELLED, edge_eval_circuits, edge_evaluator_fn, simulate_edge_method
 from bench.plan.simulate import Sim, simulate
 
 GIB = 2**30
@@ -71,6 +74,7 @@ class Settings:
     grid_per_decade: int = 5
     n_knockout: int = 8
     n_headline: int = 4
+    edge_max_nodes: int = 48  # the edge universe's node cap (an edge method's plan assumes a universe this big)
     candidates_per_pos: int = DEFAULT_CANDIDATES_PER_POS
     methods: tuple[str, ...] = MODELLED
     method_options: dict = field(default_factory=dict)
@@ -88,7 +92,7 @@ class Settings:
         rc = RunConfig()
         base = dict(n_train=rc.n_train, n_test=rc.n_test, max_rows=getattr(rc, "max_rows", 1024),
                     error_policy=rc.error_policy, ablation=rc.ablation, grid_per_decade=rc.grid_per_decade,
-                    n_knockout=rc.n_knockout, n_headline=len(rc.headline_targets))
+                    n_knockout=rc.n_knockout, n_headline=len(rc.headline_targets), edge_max_nodes=rc.edge_max_nodes)
         base.update({k: v for k, v in kw.items() if v is not None})
         return cls(**base)
 
@@ -102,34 +106,6 @@ def method_instance(name: str, options: dict):
     from bench.run.setup import build_method
 
     return build_method(name, RunConfig(method_options={name: options} if options else {}))
-
-
-def _data(n: int, pos: int, vocab: int, seed: int = 0):
-    import torch
-
-    from bench.data import TaskData
-
-    g = torch.Generator().manual_seed(seed)
-    clean = torch.randint(1, vocab, (n, pos), generator=g)
-    clean[:, 0] = 0
-    patch = clean.clone()
-    patch[:, pos // 2] = (patch[:, pos // 2] + 1) % vocab
-    return TaskData("plan", "0", clean, patch, torch.full((n,), 1), torch.full((n,), 2), ["plan"] * n, "train")
-
-
-def make_context(sp, st: Settings, n: int):
-    """A method context on ``sp`` with ``n`` train prompts, set up by the harness's own functions."""
-    from bench.api import MethodContext
-    from bench.model.ablation import candidates, make_replacement
-
-    cache = sp.__dict__.setdefault("_plan_contexts", {})
-    key = (n, st.seq_len, st.ablation)
-    if key not in cache:
-        data = _data(n, st.seq_len, sp.model.cfg.d_vocab)
-        repl = make_replacement(st.ablation, sp, data, data)
-        cands = candidates(sp.latents(data.clean), repl)
-        cache[key] = MethodContext(sp, data, repl, cands, seed=0)
-    return cache[key]
 
 
 @contextlib.contextmanager
@@ -195,6 +171,7 @@ class MethodPlan:
     flops: float  # the method's discover, at the run's settings
     eval_flops: float  # the evaluator's work for this method's cell
     notes: str = ""
+    unit: str = "nodes"  # what the method's circuits are made of: nodes, or edges between them
 
     def total(self, static: int, resident: int) -> int:
         return static + resident + self.working
@@ -225,7 +202,7 @@ def plan_method(sp, st: Settings, name: str, alt_mode: str | None) -> MethodPlan
     sim, info = run_sim(st.logits, True)
     alt = run_sim(alt_mode, False)[0].peak if alt_mode else None
     return MethodPlan(name, info["rows"], info["grad"], sim.peak, sim.breakdown, alt, info["flops"](sim),
-                      0.0, info.get("notes", ""))
+                      0.0, info.get("notes", ""), unit=getattr(method, "unit", "nodes"))
 
 
 def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: bool = True):
@@ -246,6 +223,8 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
 def _simulate_method(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: bool = True):
     import torch
 
+    if name in EDGE_MODELLED:
+        return simulate_edge_method(sp, st, name, method, cfg, n, full)
     S = {s: sp.d_sae(s) for s in sp.sites}
 
     def tracked(sp, fn, **kw):
@@ -437,6 +416,23 @@ def plan_evaluator(sp, st: Settings, alt_mode: str | None) -> tuple[MethodPlan, 
             row.flops)
 
 
+def plan_edge_evaluator(sp, st: Settings, alt_mode: str | None) -> tuple[MethodPlan, float, int]:
+    """The exact edge evaluator on the assumed edge universe (:func:`bench.plan.edges.edge_evaluator_fn`):
+    its plan row, the FLOPs of one edge circuit on the test prompts, and the universe's candidate edges."""
+    fn, rows, n_edges = edge_evaluator_fn(sp, st)
+
+    def run(mode, flops):
+        with logits_mode(sp, mode):
+            return simulate(sp, fn, flops=flops)
+
+    sim = run(st.logits, True)
+    alt = run(alt_mode, False).peak if alt_mode else None
+    return (MethodPlan("edge evaluator", rows, False, sim.peak, sim.breakdown, alt, 0.0, 0.0,
+                       "every edge circuit exactly, one segment forward per distinct in-edge set (here: per downstream "
+                       "node); per edge-method cell: sizes x (test + complement + train)", unit="edges"),
+            sim.flops, n_edges)
+
+
 def plan_setup(sp, st: Settings) -> tuple[int, int]:
     """Task setup (latents of every train prompt for the candidates, the ablation's means): peak and resident."""
     holder = {}
@@ -524,8 +520,13 @@ def make_plan(preset, settings: Settings | None = None, world_dir=None, progress
     static = static_bytes(sp)
     setup_peak, resident = plan_setup(sp, st)
     torch.manual_seed(0)
-    names = [n for n in st.methods if n in MODELLED]
-    bar = progress_bar(total=len(names) + 1, desc=f"plan {p.name}", enabled=progress)
+    names = list(st.methods)
+    unknown = [n for n in names if n not in MODELLED + EDGE_MODELLED]
+    if unknown:
+        raise UsageError(f"bench plan: no plan for method(s) {', '.join(unknown)} (planned: "
+                         f"{', '.join(MODELLED + EDGE_MODELLED)})")
+    edge_names = [n for n in names if n in EDGE_MODELLED]
+    bar = progress_bar(total=len(names) + 1 + bool(edge_names), desc=f"plan {p.name}", enabled=progress)
     methods = []
     for name in names:
         bar.set_postfix_str(name)
@@ -534,13 +535,21 @@ def make_plan(preset, settings: Settings | None = None, world_dir=None, progress
     bar.set_postfix_str("evaluator")
     ev, row_flops = plan_evaluator(sp, st, alt)
     bar.update(1)
-    bar.close()
     n_universe = sum(min(st.candidates_per_pos, sp.d_sae(s)) * (st.seq_len - 1) for s in sp.sites)
     per_cell = eval_rows_per_cell(st, n_universe) * row_flops
     for m in methods:
-        m.eval_flops = per_cell
+        m.eval_flops = per_cell if m.unit == "nodes" else 0.0
     ev.flops = 0.0
     methods.append(ev)
+    if edge_names:
+        bar.set_postfix_str("edge evaluator")
+        edge_ev, per_circuit, n_edges = plan_edge_evaluator(sp, st, alt)
+        bar.update(1)
+        for m in methods:
+            if m.unit == "edges":
+                m.eval_flops = edge_eval_circuits(st, n_edges) * per_circuit
+        methods.append(edge_ev)
+    bar.close()
     ap = next((m for m in methods if m.method == "attribution_patching"), None)
     per_block = 0.0
     if ap is not None:

@@ -1,0 +1,33 @@
+"""Stand-in task contexts for the plan: random prompts of the plan's shape on the planned model
+(the meta device), set up by the harness's own functions (ablation values, candidates)."""
+
+from __future__ import annotations
+
+
+def _data(n: int, pos: int, vocab: int, seed: int = 0):
+    import torch
+
+    from bench.data import TaskData
+
+    g = torch.Generator().manual_seed(seed)
+    clean = torch.randint(1, vocab, (n, pos), generator=g)
+    clean[:, 0] = 0
+    patch = clean.clone()
+    patch[:, pos // 2] = (patch[:, pos // 2] + 1) % vocab
+    return TaskData("plan", "0", clean, patch, torch.full((n,), 1), torch.full((n,), 2), ["plan"] * n, "train")
+
+
+def make_context(sp, st, n: int):
+    """A method context on ``sp`` with ``n`` train prompts at the settings ``st`` (a
+    :class:`bench.plan.estimate.Settings`: prompt length, ablation), set up by the harness's own functions."""
+    from bench.api import MethodContext
+    from bench.model.ablation import candidates, make_replacement
+
+    cache = sp.__dict__.setdefault("_plan_contexts", {})
+    key = (n, st.seq_len, st.ablation)
+    if key not in cache:
+        data = _data(n, st.seq_len, sp.model.cfg.d_vocab)
+        repl = make_replacement(st.ablation, sp, data, data)
+        cands = candidates(sp.latents(data.clean), repl)
+        cache[key] = MethodContext(sp, data, repl, cands, seed=0)
+    return cache[key]

@@ -1,0 +1,134 @@
+"""``bench plan`` for the edge methods (docs/edges.md): each one's own code run on the meta device, as
+for the node methods (:mod:`bench.plan.estimate`).
+
+A run's edge universe (:mod:`bench.run.edge_universe`) is a node circuit known only after a node
+method ran on real prompts, so the plan assumes one: ``edge_max_nodes`` nodes (the run's cap, 48 by
+default, which real universes reach on three of the four embedded tasks) split evenly over the sites,
+each node at its own position counting back from the last (so every downstream node has its own
+in-edge set: the most segment forwards the exact evaluator can need). What scales: a step of either
+method runs one segment forward per downstream node and prompt (and lambda, for the mask), so rows,
+memory and FLOPs grow with the nodes of the busiest downstream site; a universe with all its nodes
+on one later site needs up to ``len(sites)`` times the plan's segment rows. Said in each row's notes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from bench.plan.simulate import simulate
+
+EDGE_MODELLED = ("edge_mask", "edge_attribution_patching")
+
+
+def universe(sp, n_nodes: int, seq_len: int):
+    """The assumed edge universe: ``n_nodes`` nodes split evenly over ``sp``'s sites (the first sites
+    take the remainder), node j of a site at position ``seq_len - 1 - j`` (wrapping above BOS) and
+    latent j; every candidate edge kept."""
+    from bench.api import EdgeCircuit, candidate_edges
+
+    sites = list(sp.sites)
+    per = [n_nodes // len(sites) + (i < n_nodes % len(sites)) for i in range(len(sites))]
+    nodes = {}
+    for s, k in zip(sites, per):
+        pos = [seq_len - 1 - (j % max(1, seq_len - 1)) for j in range(k)]
+        nodes[s] = torch.tensor([[p, j % sp.d_sae(s)] for j, p in enumerate(pos)], dtype=torch.long).view(-1, 2)
+    edges = [candidate_edges(nodes[a], nodes[b]) for a, b in zip(sites, sites[1:])]
+    return EdgeCircuit(sites, nodes, edges, torch.ones(len(nodes[sites[-1]]), dtype=torch.bool))
+
+
+def edge_context(sp, st, n: int):
+    """An edge-method context on ``n`` stand-in train prompts over the assumed universe."""
+    from bench.api import EdgeMethodContext
+    from bench.plan.contexts import make_context
+
+    c = make_context(sp, st, n)
+    return EdgeMethodContext(c.spliced, c.train, c.replacement, c.candidates, seed=0,
+                             edge_candidates=universe(sp, st.edge_max_nodes, st.seq_len))
+
+
+def _busiest(cand) -> int:
+    """Nodes of the busiest downstream site: the segment rows per prompt (and lambda)."""
+    return max((len(cand.nodes[s]) for s in cand.sites[1:]), default=0)
+
+
+def simulate_edge_method(sp, st, name: str, method, cfg, n: int, full: bool = True):
+    """(Sim, info) of one edge method's dominant computation, FLOPs scaled to the run's settings;
+    the same contract as :func:`bench.plan.estimate._simulate_method`."""
+    if name == "edge_attribution_patching":
+        bs = min(cfg.batch_size, n)
+        ctx = edge_context(sp, st, bs)
+        sim = simulate(sp, lambda: method.discover(ctx), flops=full)
+        down = _busiest(ctx.edge_candidates)
+        return sim, {"rows": down * bs, "grad": True, "flops": lambda s: s.flops * math.ceil(n / bs),
+                     "notes": _universe_note(ctx.edge_candidates) + f"; one backward per {bs} prompts"}
+    if name == "edge_mask":
+        b = min(cfg.batch_size, n)
+        ctx = edge_context(sp, st, b)
+        cand = ctx.edge_candidates
+        L = len(cfg.lambdas) or cfg.n_lambdas
+        lams = [1e-3] * L  # the values do not change the computation
+        ld = torch.zeros(b, device=sp.device)
+        pinned = type(method)(dataclasses.replace(cfg, steps=2))  # two steps: Adam's state exists from the first
+        n_sim = round(1.1 * 2)
+        sim = simulate(sp, lambda: pinned.train(ctx, lams, ld, 0), flops=full)
+        binar = [torch.ones((L, *e.shape), device=sp.device) for e in [*cand.edges, cand.to_metric]]
+        judge = min(cfg.judge_prompts, n)
+        m = min(16, b)
+        # the restarts' judging: binarised edges, no gradient, 16 prompts per call (EdgeMask.objectives)
+        obj = simulate(sp, _no_grad(lambda: pinned._ld(ctx, binar, torch.arange(m))), flops=True) if full else sim
+        fwd = simulate(sp, _no_grad(lambda: sp.run(ctx.train.clean[: min(64, b)])), flops=True) if full else sim
+        steps = round(1.1 * cfg.steps) * cfg.restarts
+
+
+        def flops(s):  # the steps, the restarts' judging, and LD_ref of every train prompt (one forward)
+            return s.flops / n_sim * steps + obj.flops / m * judge * cfg.restarts + fwd.flops / min(64, b) * n
+
+        notes = (_universe_note(cand) + f"; {L} lambdas x {cfg.restarts} restarts x {round(1.1 * cfg.steps)} steps of "
+                 f"{b} prompts, all lambdas in one forward")
+        return sim, {"rows": L * _busiest(cand) * b, "grad": True, "flops": flops, "notes": notes}
+    raise KeyError(name)
+
+
+def _no_grad(fn):
+    def run():
+        with torch.no_grad():
+            return fn()
+
+    return run
+
+
+def _universe_note(cand) -> str:
+    per = "/".join(str(len(cand.nodes[s])) for s in cand.sites)
+    return (f"assumed universe: {sum(len(v) for v in cand.nodes.values())} nodes ({per} per site), "
+            f"{cand.n_edges()} candidate edges; segment rows scale with the busiest site's nodes")
+
+
+def edge_evaluator_fn(sp, st):
+    """The exact edge evaluator (:func:`bench.eval.edges.edge_logit_diff`) on the assumed universe with
+    every edge kept and ``n_test`` prompts, as a function to simulate; its rows per segment forward
+    and the universe's candidate edges."""
+    from bench.eval.edges import edge_logit_diff_on_device
+
+    ctx = edge_context(sp, st, st.n_test)
+
+    def fn():
+        return edge_logit_diff_on_device(sp, ctx.train, ctx.edge_candidates, ctx.replacement, st.max_rows)
+
+    rows = min(max(st.max_rows, st.n_test), st.n_test * _busiest(ctx.edge_candidates))
+    return fn, rows, ctx.edge_candidates.n_edges()
+
+
+def edge_eval_circuits(st, n_edges: int) -> float:
+    """Edge circuits the exact evaluator runs for one edge-method cell, in units of one circuit on the
+    test prompts: the shared grid over the candidate edges plus the headline counts, each on test,
+    its complement on test, and on the evaluator's train prompts."""
+    from bench.eval.sizes import size_grid
+    from bench.run.config import RunConfig
+    from bench.run.edge_cell import EDGE_TARGETS
+
+    n_sizes = len(size_grid(max(2, n_edges), st.grid_per_decade)) + len(EDGE_TARGETS)
+    n_train_eval = getattr(RunConfig(), "n_train_eval", st.n_test)
+    return n_sizes * (2 + n_train_eval / max(1, st.n_test))
