@@ -65,15 +65,20 @@ def label(method: str) -> str:
     return LABELS.get(method, method)
 
 
+# The formats ``save`` writes; ``figures.registry.render_all(formats=...)`` sets them for one rendering.
+FORMATS: tuple[str, ...] = ("png", "pdf")
+_META = {"png": {"Software": None}, "pdf": {"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None}}
+
+
 def save(fig, out_dir: Path, name: str) -> list[Path]:
-    """Write ``name.png`` and ``name.pdf`` with no timestamps, so reruns are byte-identical."""
+    """Write ``name.png`` and ``name.pdf`` (the formats in :data:`FORMATS`) with no timestamps, so
+    reruns are byte-identical."""
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    fig.savefig(paths[0], metadata={"Software": None}, bbox_inches="tight")
-    fig.savefig(paths[1], metadata={"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None},
-                bbox_inches="tight")
+    paths = [out_dir / f"{name}.{fmt}" for fmt in FORMATS]
+    for path, fmt in zip(paths, FORMATS):
+        fig.savefig(path, metadata=_META[fmt], bbox_inches="tight")
     plt.close(fig)
     return paths
 

@@ -25,15 +25,25 @@ def test_every_figure_renders_and_is_byte_stable(tiny_run, tmp_path):
 
     df = pd.read_parquet(tiny_run / "results.parquet")
     a = render_all(df, tmp_path / "a")
-    b = render_all(df, tmp_path / "b")
+    b = render_all(df, tmp_path / "b", jobs=2)  # drawn in two worker processes: the same bytes
     names = {p.stem for p in a}
     for fig in FIGURES:
         if fig not in EDGE_FIGURES:  # this run has no edge methods
             assert any(n.startswith(fig) for n in names), f"figure {fig} was not drawn"
     assert {"case_study_sva", "case_study_ioi"} <= names
     assert all(p.stat().st_size > 1000 for p in a)
+    assert [p.name for p in a] == [p.name for p in b]
     for pa, pb in zip(sorted(a), sorted(b)):
         assert pa.read_bytes() == pb.read_bytes(), pa.name
+
+
+def test_png_only_writes_no_pdf(tiny_run, tmp_path):
+    """A --quick run draws PNGs only (the PDFs are for papers: ``bench figures`` writes both)."""
+    from figures import render_all
+
+    df = pd.read_parquet(tiny_run / "results.parquet")
+    out = render_all(df, tmp_path, formats=("png",))
+    assert out and {p.suffix for p in out} == {".png"} and not list(tmp_path.glob("*.pdf"))
 
 
 def test_report_has_the_verdict_with_intervals(tiny_run, tmp_path):

@@ -33,7 +33,7 @@ def _run_options(p: argparse.ArgumentParser, default_out: str = "results") -> No
     g0.add_argument("--seed", type=int, default=None, help="one seed (same as --seeds N)")
     g0.add_argument("--n-train", type=int, default=None, help="train prompts per task and seed (default 128, or a task's own default: IOI 512; quick 64 for every task)")
     g0.add_argument("--n-test", type=int, default=None, help="test prompts per task and seed (default 128; quick 64)")
-    g0.add_argument("--quick", action="store_true", help="smaller sweep, for a first look: one seed, 64 prompts, no reference methods (exact patching, greedy; add them with --methods)")
+    g0.add_argument("--quick", action="store_true", help="smaller sweep, for a first look: one seed, 64 prompts, no reference methods (exact patching, greedy; add them with --methods), PNG figures only")
     g1 = p.add_argument_group("the setting")
     g1.add_argument("--error-policy", default="drop", metavar="{drop,keep,mean}", help="drop (paper), keep or mean")
     g1.add_argument("--ablation", default="mean", metavar="{mean,zero,counterfactual}", help="mean (paper), zero or counterfactual")
@@ -161,7 +161,8 @@ def _execute(args: argparse.Namespace, cfg) -> int:
     if not args.no_figures:
         from bench.report.render import render_run
 
-        render_run(Path(args.out), Path(args.out) / "figures")
+        # a --quick run is a first look: PNGs only (``bench figures --results DIR`` adds the PDFs)
+        render_run(Path(args.out), Path(args.out) / "figures", formats=("png",) if cfg.quick else ("png", "pdf"))
     if failures:
         import sys
 
