@@ -52,9 +52,13 @@ def render_all(df: pd.DataFrame, out_dir: str | Path, labels: pd.DataFrame | Non
 
         # spawn: a clean interpreter (the driver may hold torch's threads); the costliest figures first
         order = sorted(names, key=lambda n: -COST_RANK.get(n, 0))
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        try:
             futures = {n: pool.submit(_render_one, n, df, out_dir, labels, formats) for n in order}
-            results = [_result(n, futures[n]) for n in names]
+            # a worker that died (killed, out of memory) breaks the pool: its figures are drawn here instead
+            results = [_result(futures[n], lambda n=n: _render_one(n, df, out_dir, labels, formats)) for n in names]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     written: list[Path] = []
     for name, (paths, error) in zip(names, results):
         if error:
@@ -62,6 +66,8 @@ def render_all(df: pd.DataFrame, out_dir: str | Path, labels: pd.DataFrame | Non
         written += paths
     return written
 
+
+CRASH_ENV = "BENCH_FIGURE_WORKER_CRASH"  # figure names whose worker process dies (a planted failure, for the test)
 
 # Relative drawing time of the figures (a profile of a --quick run): the pool starts the slowest first.
 COST_RANK = {"faithfulness_vs_size": 9, "case_study": 8, "mask_training": 7, "completeness_vs_size": 6,
@@ -72,9 +78,13 @@ def _render_one(name: str, df: pd.DataFrame, out_dir: Path, labels, formats) -> 
     """One figure: its written paths, or the one-line reason it failed (never an exception: one broken
     figure never blocks the rest)."""
     import inspect
+    import multiprocessing
+    import os
 
     from figures import style
 
+    if multiprocessing.parent_process() is not None and name in os.environ.get(CRASH_ENV, "").split(","):
+        os._exit(1)  # the test's planted worker death (tests/test_figures.py)
     fn = FIGURES[name]
     before = style.FORMATS
     style.FORMATS = tuple(formats)
@@ -87,8 +97,12 @@ def _render_one(name: str, df: pd.DataFrame, out_dir: Path, labels, formats) -> 
         style.FORMATS = before
 
 
-def _result(name: str, future) -> tuple[list[Path], str | None]:
+def _result(future, redraw) -> tuple[list[Path], str | None]:
+    from concurrent.futures.process import BrokenProcessPool
+
     try:
         return future.result()
-    except Exception as exc:  # noqa: BLE001 - a worker that died takes only its figure
+    except BrokenProcessPool:
+        return redraw()
+    except Exception as exc:  # noqa: BLE001 - anything else takes only its figure
         return [], f"{type(exc).__name__}: {exc}"

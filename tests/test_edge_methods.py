@@ -233,3 +233,39 @@ def test_edge_circuit_is_part_of_the_plugin_api():
     import bench.api as api
 
     assert api.EdgeCircuit is EdgeCircuit and hasattr(api, "EdgeScores") and hasattr(api, "EdgeMethodContext")
+
+
+def test_the_plans_count_of_edge_evaluations_bounds_a_real_cells(setup, monkeypatch):
+    """``bench plan`` charges each edge cell ``edge_eval_units`` exact evaluations (units of one circuit
+    on the test prompts); a real cell of each method, counted at ``edge_logit_diff``, runs no more than
+    that and not far less (sizes that coincide are counted once by the cell, twice by the plan)."""
+    import bench.run.edge_cell as edge_cell
+    from bench.plan.edges import edge_eval_units
+    from bench.plan.estimate import Settings
+    from bench.run.edge_universe import edge_universe
+    from bench.run.setup import build_method
+
+    s, cfg = setup
+    cfg = dataclasses.replace(cfg, method_options={"edge_mask": {"steps": 6, "n_lambdas": 3, "batch_size": 4}})
+    n_test = len(s.evaluator.splits["test"].data)
+    seen = []
+    real = edge_cell.edge_logit_diff
+
+    def counted(spliced, data, circuit, replacement, max_rows=1024):
+        seen.append(len(data) / n_test)
+        return real(spliced, data, circuit, replacement, max_rows)
+
+    monkeypatch.setattr(edge_cell, "edge_logit_diff", counted)
+    n_edges = edge_universe(s, cfg).candidates.n_edges()
+    st = Settings.defaults(n_train=cfg.n_train, n_test=cfg.n_test, grid_per_decade=cfg.grid_per_decade,
+                           n_train_eval=cfg.n_train_eval)
+    mask_rows = edge_cell.run_edge_cell(s, build_method("edge_mask", cfg), cfg)
+    got = {"edge_mask": sum(seen)}
+    own = sorted({int(r["value"]) for r in mask_rows if r["metric"] == "size_edges" and r.get("circuit_kind") == "native"})
+    seen.clear()
+    edge_cell.run_edge_cell(s, build_method("edge_attribution_patching", cfg), cfg, own)
+    got["edge_attribution_patching"] = sum(seen)
+    for name, units in got.items():
+        planned, _ = edge_eval_units(st, n_edges, name, 3)
+        print(name, units, planned)
+        assert units <= planned <= 1.6 * units, (name, units, planned)

@@ -119,5 +119,5 @@ def test_plan_of_the_edge_methods_on_the_embedded_world_has_their_rows():
     # 8 lambdas x 16 prompts x the busiest site's 16 nodes of the 48-node universe in one segment forward
     assert mask.rows == 8 * 16 * 16 and atp.rows == 16 * 16
     assert mask.working > atp.working > 0
-    assert mask.flops > atp.flops > 0 and mask.eval_flops == atp.eval_flops > 0
+    assert mask.flops > atp.flops > 0 and mask.eval_flops > 0 and atp.eval_flops > 0
     assert "48 nodes (16/16/16 per site)" in mask.notes

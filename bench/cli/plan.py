@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from bench.errors import UsageError
 from bench.plan.budget import fit_settings
 from bench.plan.edges import EDGE_MODELLED
 from bench.plan.estimate import (
@@ -13,6 +14,7 @@ from bench.plan.estimate import (
     DEFAULT_TFLOPS,
     DTYPE_BYTES,
     Settings,
+    check_methods,
     make_plan,
 )
 from bench.plan.text import format_plan
@@ -35,7 +37,8 @@ def add_plan_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=None, help="evaluator rows per forward (default: the run's)")
     p.add_argument("--error-policy", default=None, help="drop, keep or mean (default: the run's)")
     p.add_argument("--ablation", default=None, help="mean, zero or counterfactual (default: the run's)")
-    p.add_argument("--methods", default=None, help="comma list (default: every modelled method)")
+    p.add_argument("--methods", default=None, help="comma list (default: the node methods `bench all` runs; the edge methods edge_mask and "
+                        "edge_attribution_patching when named)")
     p.add_argument("--edge-max-nodes", type=int, default=None,
                    help="edge methods: nodes of the assumed edge universe (default: the run's cap, 48)")
     p.add_argument("--candidates-per-position", type=int, default=DEFAULT_CANDIDATES_PER_POS,
@@ -69,6 +72,9 @@ def cmd_plan(args) -> int:
 
     preset = get_preset(args.preset)
     st = settings_from_args(args, preset.dtype_on("cuda"))
+    check_methods(st.methods)
+    if st.edge_max_nodes < 2:
+        raise UsageError(f"--edge-max-nodes must be at least 2 (an edge needs two nodes), got {st.edge_max_nodes}")
     import logging
 
     logging.getLogger("bench").info("planning %s: %d method(s) and the evaluator, each simulated on the meta device "

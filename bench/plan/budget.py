@@ -571,5 +571,7 @@ def fit_settings(preset, st: Settings, world_dir=None, max_rows_pinned: bool = F
                    n_train=st.n_train, n_test=st.n_test, error_policy=st.error_policy, ablation=st.ablation,
                    max_rows=st.max_rows, method_options=st.method_options, world_dir=world_dir)
     fitted = fit(preset, rc, st.gpu_memory_gib, dtype=st.dtype, seq_len=st.seq_len, max_rows_pinned=max_rows_pinned)
-    opts = {m: {**o, **st.method_options.get(m, {})} for m, o in fitted.options.items() if m != EVALUATOR}
+    # the fitted methods' options (the user's own keys win), and every other method's options as given
+    opts = {**st.method_options, **{m: {**o, **st.method_options.get(m, {})} for m, o in fitted.options.items()
+                                    if m != EVALUATOR}}
     return dataclasses.replace(st, method_options=opts, max_rows=fitted.options[EVALUATOR]["max_rows"]), fitted

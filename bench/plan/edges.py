@@ -76,19 +76,24 @@ def simulate_edge_method(sp, st, name: str, method, cfg, n: int, full: bool = Tr
         sim = simulate(sp, lambda: pinned.train(ctx, lams, ld, 0), flops=full)
         binar = [torch.ones((L, *e.shape), device=sp.device) for e in [*cand.edges, cand.to_metric]]
         judge = min(cfg.judge_prompts, n)
-        m = min(16, b)
-        # the restarts' judging: binarised edges, no gradient, 16 prompts per call (EdgeMask.objectives)
-        obj = simulate(sp, _no_grad(lambda: pinned._ld(ctx, binar, torch.arange(m))), flops=True) if full else sim
-        fwd = simulate(sp, _no_grad(lambda: sp.run(ctx.train.clean[: min(64, b)])), flops=True) if full else sim
+        m = min(16, judge)  # the restarts' judging: binarised edges, no gradient, 16 prompts per call (EdgeMask.objectives)
+        jctx = edge_context(sp, st, m)
+        obj = simulate(sp, _no_grad(lambda: pinned._ld(jctx, binar, torch.arange(m))), flops=full)
+        f = min(64, n)  # LD_ref of every train prompt, 64 per forward (EdgeMask.discover)
+        fctx = edge_context(sp, st, f)
+        fwd = simulate(sp, _no_grad(lambda: sp.run(fctx.train.clean)), flops=full)
+        peak = max((sim, obj, fwd), key=lambda x: x.peak)  # each part at its own rows; ties: training
         steps = round(1.1 * cfg.steps) * cfg.restarts
 
 
-        def flops(s):  # the steps, the restarts' judging, and LD_ref of every train prompt (one forward)
-            return s.flops / n_sim * steps + obj.flops / m * judge * cfg.restarts + fwd.flops / min(64, b) * n
+        def flops(_s):  # the steps, the restarts' judging, and LD_ref of every train prompt (one forward)
+            return sim.flops / n_sim * steps + obj.flops / m * judge * cfg.restarts + fwd.flops / f * n
 
         notes = (_universe_note(cand) + f"; {L} lambdas x {cfg.restarts} restarts x {round(1.1 * cfg.steps)} steps of "
                  f"{b} prompts, all lambdas in one forward")
-        return sim, {"rows": L * _busiest(cand) * b, "grad": True, "flops": flops, "notes": notes}
+        rows = {id(sim): L * _busiest(cand) * b, id(obj): L * _busiest(cand) * m, id(fwd): f}[id(peak)]
+        where = {id(sim): "training", id(obj): "judging", id(fwd): "LD_ref"}[id(peak)]
+        return peak, {"rows": rows, "grad": peak is sim, "flops": flops, "notes": notes + f"; peak in {where}"}
     raise KeyError(name)
 
 
@@ -121,14 +126,30 @@ def edge_evaluator_fn(sp, st):
     return fn, rows, ctx.edge_candidates.n_edges()
 
 
-def edge_eval_circuits(st, n_edges: int) -> float:
-    """Edge circuits the exact evaluator runs for one edge-method cell, in units of one circuit on the
-    test prompts: the shared grid over the candidate edges plus the headline counts, each on test,
-    its complement on test, and on the evaluator's train prompts."""
-    from bench.eval.sizes import size_grid
-    from bench.run.config import RunConfig
-    from bench.run.edge_cell import EDGE_TARGETS
+def edge_eval_circuits(st, n_edges: int, name: str, n_lambdas: int) -> float:
+    """Edge-circuit evaluations of one edge-method cell, in units of one circuit on the test prompts:
+    :func:`edge_eval_units`' exact evaluations plus the edge effects' soft passes."""
+    return sum(edge_eval_units(st, n_edges, name, n_lambdas))
 
-    n_sizes = len(size_grid(max(2, n_edges), st.grid_per_decade)) + len(EDGE_TARGETS)
-    n_train_eval = getattr(RunConfig(), "n_train_eval", st.n_test)
-    return n_sizes * (2 + n_train_eval / max(1, st.n_test))
+
+def edge_eval_units(st, n_edges: int, name: str, n_lambdas: int) -> tuple[float, float]:
+    """(exact evaluations, edge-effect passes) of one edge-method cell (:func:`bench.run.edge_cell.run_edge_cell`)
+    in units of one circuit on the test prompts; an upper bound where sizes coincide.
+
+    The cell evaluates the mask's own circuits (``n_lambdas``; a ranking is cut at the mask's counts
+    too) and the shared grid over the candidate edges, each on test and on the evaluator's train
+    prompts; the complements of the grid, headline and own circuits on test; and for a signed
+    ranking the cut-rule search (both rules over the grid, on train). Then one soft forward and
+    backward (about three forwards) on ``EFFECT_PROMPTS`` train prompts per headline and studied
+    circuit, for the edge effects. ``tests/test_edge_methods.py`` counts a real cell's."""
+    from bench.eval.sizes import size_grid
+    from bench.run.edge_cell import EDGE_TARGETS, EFFECT_PROMPTS
+
+    grid = len(size_grid(max(2, n_edges), st.grid_per_decade))
+    own = n_lambdas if name == "edge_mask" else 0
+    sizes = grid + n_lambdas
+    r = min(st.n_train_eval, st.n_train) / max(1, st.n_test)  # train prompts evaluated, per test prompt
+    exact = (own + sizes) * (1 + r) + own + grid + len(EDGE_TARGETS)
+    if name != "edge_mask":
+        exact += 2 * grid * r
+    return exact, (len(EDGE_TARGETS) + 1) * 3 * min(EFFECT_PROMPTS, st.n_train) / max(1, st.n_test)

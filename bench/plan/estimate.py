@@ -74,6 +74,7 @@ class Settings:
     grid_per_decade: int = 5
     n_knockout: int = 8
     n_headline: int = 4
+    n_train_eval: int = 64  # train prompts the evaluator measures train F on
     edge_max_nodes: int = 48  # the edge universe's node cap (an edge method's plan assumes a universe this big)
     candidates_per_pos: int = DEFAULT_CANDIDATES_PER_POS
     methods: tuple[str, ...] = MODELLED
@@ -92,7 +93,8 @@ class Settings:
         rc = RunConfig()
         base = dict(n_train=rc.n_train, n_test=rc.n_test, max_rows=getattr(rc, "max_rows", 1024),
                     error_policy=rc.error_policy, ablation=rc.ablation, grid_per_decade=rc.grid_per_decade,
-                    n_knockout=rc.n_knockout, n_headline=len(rc.headline_targets), edge_max_nodes=rc.edge_max_nodes)
+                    n_knockout=rc.n_knockout, n_headline=len(rc.headline_targets), edge_max_nodes=rc.edge_max_nodes,
+                    n_train_eval=rc.n_train_eval)
         base.update({k: v for k, v in kw.items() if v is not None})
         return cls(**base)
 
@@ -433,6 +435,12 @@ def plan_edge_evaluator(sp, st: Settings, alt_mode: str | None) -> tuple[MethodP
             sim.flops, n_edges)
 
 
+def _edge_lambdas(st: Settings) -> int:
+    """The edge mask's lambdas at the settings (its circuits set the sizes every edge method is cut at)."""
+    cfg = method_instance("edge_mask", st.method_options.get("edge_mask", {})).config
+    return len(cfg.lambdas) or cfg.n_lambdas
+
+
 def plan_setup(sp, st: Settings) -> tuple[int, int]:
     """Task setup (latents of every train prompt for the candidates, the ablation's means): peak and resident."""
     holder = {}
@@ -493,7 +501,7 @@ class Plan:
             "per_block_per_token_bytes": self.per_block_token,
             "gpu_memory_gib": st.gpu_memory_gib, "tflops": st.throughput / 1e12,
             "methods": [{
-                "method": m.method, "rows": m.rows, "grad": m.grad, "working_bytes": m.working,
+                "method": m.method, "unit": m.unit, "rows": m.rows, "grad": m.grad, "working_bytes": m.working,
                 "peak_bytes": m.total(self.static_total, self.resident), "breakdown_at_peak": m.breakdown,
                 "peak_bytes_other_logits_mode": (None if m.working_alt is None
                                                  else m.working_alt + self.static_total + self.resident),
@@ -501,6 +509,14 @@ class Plan:
                 "seconds": (m.flops + m.eval_flops) / st.throughput, "fits": self.fits(m.working), "notes": m.notes,
             } for m in self.methods],
         }
+
+
+def check_methods(names) -> None:
+    """One line naming every method the plan does not model (before anything is built)."""
+    unknown = [n for n in names if n not in MODELLED + EDGE_MODELLED]
+    if unknown:
+        raise UsageError(f"bench plan: no plan for method(s) {', '.join(unknown)} (planned: "
+                         f"{', '.join(MODELLED + EDGE_MODELLED)})")
 
 
 def make_plan(preset, settings: Settings | None = None, world_dir=None, progress: bool = False) -> Plan:
@@ -513,6 +529,7 @@ def make_plan(preset, settings: Settings | None = None, world_dir=None, progress
 
     p = get_preset(preset) if isinstance(preset, str) else preset
     st = settings or Settings.defaults(dtype=p.dtype)
+    check_methods(st.methods)
     arch = resolve_arch(p, world_dir)
     sp = build_meta(arch, st.dtype, st.error_policy)
     code = code_logits_mode()
@@ -521,10 +538,6 @@ def make_plan(preset, settings: Settings | None = None, world_dir=None, progress
     setup_peak, resident = plan_setup(sp, st)
     torch.manual_seed(0)
     names = list(st.methods)
-    unknown = [n for n in names if n not in MODELLED + EDGE_MODELLED]
-    if unknown:
-        raise UsageError(f"bench plan: no plan for method(s) {', '.join(unknown)} (planned: "
-                         f"{', '.join(MODELLED + EDGE_MODELLED)})")
     edge_names = [n for n in names if n in EDGE_MODELLED]
     bar = progress_bar(total=len(names) + 1 + bool(edge_names), desc=f"plan {p.name}", enabled=progress)
     methods = []
@@ -547,7 +560,7 @@ def make_plan(preset, settings: Settings | None = None, world_dir=None, progress
         bar.update(1)
         for m in methods:
             if m.unit == "edges":
-                m.eval_flops = edge_eval_circuits(st, n_edges) * per_circuit
+                m.eval_flops = edge_eval_circuits(st, n_edges, m.method, _edge_lambdas(st)) * per_circuit
         methods.append(edge_ev)
     bar.close()
     ap = next((m for m in methods if m.method == "attribution_patching"), None)

@@ -54,12 +54,12 @@ def format_plan(plan: Plan) -> str:
     for m in plan.methods:
         b = m.breakdown
         alt = "" if m.working_alt is None else _gib(m.working_alt + plan.static_total + plan.resident)
-        t = _secs((m.flops + m.eval_flops) / st.throughput) if m.method != "evaluator" else ""
+        t = _secs((m.flops + m.eval_flops) / st.throughput) if not m.method.endswith("evaluator") else ""
         lines.append(
             f"| {m.method} | {m.rows} | {'yes' if m.grad else 'no'} | {_gib(m.total(plan.static_total, plan.resident))} | "
             f"{_gib(b.get('weight copies', 0))} | {_gib(b.get('activations', 0))} | {_gib(b.get('SAE latents/masks', 0))} | "
             f"{_gib(b.get('logits', 0))} | " + (f"{alt} | " if compared else "")
-            + f"{_flops(m.flops) if m.method != 'evaluator' else ''} | {t} | "
+            + f"{_flops(m.flops) if not m.method.endswith('evaluator') else ''} | {t} | "
             f"{plan.fits(m.working)} |")
     lines += ["", "Time includes the evaluator's work for the method's cell. Notes:"]
     lines += [f"- {m.method}: {m.notes}" for m in plan.methods if m.notes]
