@@ -16,7 +16,9 @@ batches of ``batch_size`` train prompts; after training the mask is binarised (`
 
 **The lambda sweep** trains in one batched pass: the masks of all lambdas are stacked ``[L, ...]``
 and their rows share each forward and backward (the loss is the sum of the lambdas' losses; Adam is
-elementwise, so each mask gets the updates it would get alone). The grid is scale-free: lambda =
+elementwise, so each mask gets the updates it would get alone). ``lambda_chunk`` runs the lambdas
+that many at a time, each chunk's backward adding its gradients before the one Adam step: the same
+updates (to float summation) in a fraction of the memory (``bench plan`` shows how much). The grid is scale-free: lambda =
 ``c * |mean LD_ref| / n_candidate_edges``, ``c`` log-spaced from ``c_min`` (0.03) to ``c_max`` (30), so
 ``c = 1`` prices keeping every edge at the whole logit difference, and the same ``c`` means the same
 trade on every task.
@@ -55,10 +57,13 @@ class EdgeMaskConfig(MethodConfig):
     init_noise: float = 0.5
     batch_size: int = 16
     judge_prompts: int = 64
+    lambda_chunk: int = 0  # lambdas per forward and backward (0: all); fewer hold less memory, same updates
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.n_lambdas < 1 or self.batch_size < 1 or self.restarts < 1 or self.judge_prompts < 1:
             raise ValueError("steps, n_lambdas, batch_size, restarts and judge_prompts must be >= 1")
+        if self.lambda_chunk < 0:
+            raise ValueError("lambda_chunk must be >= 0 (0: every lambda in one forward)")
         if not 0 < self.c_min <= self.c_max:
             raise ValueError("need 0 < c_min <= c_max")
         if self.lr <= 0 or any(lr <= 0 for lr in self.lrs) or any(lam < 0 for lam in self.lambdas):
@@ -134,16 +139,18 @@ class EdgeMask(Method):
         lam_t = torch.tensor(lams, device=dev)
         ld_ref = ld_all.to(dev)
         total = round(1.1 * cfg.steps)
+        chunk = cfg.lambda_chunk or L
         # the node mask's batch order and temperature schedule (methods.binary_mask), shared by every lambda
         for i, idx in enumerate(batch_schedule(gen, n, cfg.batch_size, total)):
             temp = temperature(i, cfg.steps)
-            soft = [torch.sigmoid(temp * x) * m for x, m in zip(logits, masks)]
-            ld = self._ld(ctx, soft, idx)  # [L, b]
-            faith = (ld_ref[idx.to(dev)].mean() - ld.float().mean(1)).abs()
-            sparsity = torch.stack([s.reshape(L, -1).sum(1) for s in soft]).sum(0)
-            loss = (faith + lam_t * sparsity).sum()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for c0 in range(0, L, chunk):  # the lambdas' losses are a sum: each chunk's backward adds its gradients
+                sl = slice(c0, min(L, c0 + chunk))
+                soft = [torch.sigmoid(temp * x[sl]) * m for x, m in zip(logits, masks)]
+                ld = self._ld(ctx, soft, idx)  # [chunk, b]
+                faith = (ld_ref[idx.to(dev)].mean() - ld.float().mean(1)).abs()
+                sparsity = torch.stack([s.reshape(sl.stop - sl.start, -1).sum(1) for s in soft]).sum(0)
+                (faith + lam_t[sl] * sparsity).sum().backward()
             opt.step()
         return [x.detach().cpu() for x in logits]
 
@@ -161,7 +168,11 @@ class EdgeMask(Method):
         masks = [e for e in cand.edges] + [cand.to_metric]
         binar = [((x > 0) & m).float() for x, m in zip(logits, masks)]
         idx = torch.tensor(judge)
-        ld = torch.cat([self._ld(ctx, binar, idx[i : i + 16]).float().cpu() for i in range(0, len(idx), 16)], dim=1)
+        L = len(lams)
+        chunk = self.config.lambda_chunk or L
+        ld = torch.cat([torch.cat([self._ld(ctx, [b[c : c + chunk] for b in binar], idx[i : i + 16]).float().cpu()
+                                   for c in range(0, L, chunk)], dim=0)
+                        for i in range(0, len(idx), 16)], dim=1)
         n_e = torch.stack([b.reshape(len(lams), -1).sum(1) for b in binar]).sum(0)
         obj = (ld_all[idx].mean() - ld.mean(1)).abs() + torch.tensor(lams) * n_e
         return obj.tolist(), n_e.long().tolist()

@@ -76,7 +76,8 @@ def test_edge_simulation_on_meta_equals_real_tensors():
         assert abs(m.peak - c.peak) <= max(8192, 0.02 * c.peak), (what, m.peak, c.peak)
 
 
-def test_planned_edge_mask_flops_equal_pytorchs_count_of_a_whole_run():
+@pytest.mark.parametrize("chunk", [0, 2])
+def test_planned_edge_mask_flops_equal_pytorchs_count_of_a_whole_run(chunk):
     """The plan simulates two steps and scales; a whole ``discover`` on real CPU tensors (LD_ref of every
     train prompt, every step of every restart, the restarts' judging) counted by ``FlopCounterMode``
     gives the same number. The count cannot pass by construction: drop the judging term from the plan's
@@ -88,7 +89,7 @@ def test_planned_edge_mask_flops_equal_pytorchs_count_of_a_whole_run():
     from bench.plan.edges import edge_context
     from bench.plan.estimate import method_instance, plan_method
 
-    opts = {"steps": 5, "n_lambdas": 3, "batch_size": 4, "restarts": 2, "judge_prompts": 8}
+    opts = {"steps": 5, "n_lambdas": 3, "batch_size": 4, "restarts": 2, "judge_prompts": 8, "lambda_chunk": chunk}
     st = _settings(method_options={"edge_mask": opts}, methods=("edge_mask",))
     planned = plan_method(build_meta(_arch(), "float32", "drop"), st, "edge_mask", None).flops
     torch.manual_seed(0)

@@ -74,11 +74,15 @@ def simulate_edge_method(sp, st, name: str, method, cfg, n: int, full: bool = Tr
         pinned = type(method)(dataclasses.replace(cfg, steps=2))  # two steps: Adam's state exists from the first
         n_sim = round(1.1 * 2)
         sim = simulate(sp, lambda: pinned.train(ctx, lams, ld, 0), flops=full)
-        binar = [torch.ones((L, *e.shape), device=sp.device) for e in [*cand.edges, cand.to_metric]]
+        chunk = cfg.lambda_chunk or L  # lambdas per forward, in training and in judging
+        binar = [torch.ones((chunk, *e.shape), device=sp.device) for e in [*cand.edges, cand.to_metric]]
         judge = min(cfg.judge_prompts, n)
         m = min(16, judge)  # the restarts' judging: binarised edges, no gradient, 16 prompts per call (EdgeMask.objectives)
         jctx = edge_context(sp, st, m)
         obj = simulate(sp, _no_grad(lambda: pinned._ld(jctx, binar, torch.arange(m))), flops=full)
+        rest = L % chunk  # the last, smaller chunk of lambdas (its own call: FLOPs not proportional to its size)
+        obj_rest = simulate(sp, _no_grad(lambda: pinned._ld(jctx, [x[:rest] for x in binar], torch.arange(m))),
+                            flops=True) if rest and full else None
         f = min(64, n)  # LD_ref of every train prompt, 64 per forward (EdgeMask.discover)
         fctx = edge_context(sp, st, f)
         fwd = simulate(sp, _no_grad(lambda: sp.run(fctx.train.clean)), flops=full)
@@ -87,11 +91,12 @@ def simulate_edge_method(sp, st, name: str, method, cfg, n: int, full: bool = Tr
 
 
         def flops(_s):  # the steps, the restarts' judging, and LD_ref of every train prompt (one forward)
-            return sim.flops / n_sim * steps + obj.flops / m * judge * cfg.restarts + fwd.flops / f * n
+            judging = obj.flops * (L // chunk) + (obj_rest.flops if obj_rest else 0.0)  # all lambdas, m prompts
+            return sim.flops / n_sim * steps + judging / m * judge * cfg.restarts + fwd.flops / f * n
 
         notes = (_universe_note(cand) + f"; {L} lambdas x {cfg.restarts} restarts x {round(1.1 * cfg.steps)} steps of "
-                 f"{b} prompts, all lambdas in one forward")
-        rows = {id(sim): L * _busiest(cand) * b, id(obj): L * _busiest(cand) * m, id(fwd): f}[id(peak)]
+                 f"{b} prompts, " + ("all lambdas in one forward" if chunk == L else f"{chunk} lambdas per forward"))
+        rows = {id(sim): chunk * _busiest(cand) * b, id(obj): chunk * _busiest(cand) * m, id(fwd): f}[id(peak)]
         where = {id(sim): "training", id(obj): "judging", id(fwd): "LD_ref"}[id(peak)]
         return peak, {"rows": rows, "grad": peak is sim, "flops": flops, "notes": notes + f"; peak in {where}"}
     raise KeyError(name)
