@@ -273,7 +273,8 @@ def test_the_plans_count_of_edge_evaluations_bounds_a_real_cells(setup, monkeypa
 
 def test_lambda_chunks_give_the_edge_mask_the_same_updates(setup, universe):
     """``lambda_chunk`` trains the lambdas a chunk at a time (gradients added before one Adam step):
-    the same logits as all lambdas in one forward, to float summation, and the same circuits."""
+    the same logits as all lambdas in one forward, to float summation, and the same circuits; the
+    restarts' judging, chunked, gives the same objectives."""
     from bench.run.edge_cell import edge_context
     from bench.run.setup import build_method
 
@@ -291,3 +292,9 @@ def test_lambda_chunks_give_the_edge_mask_the_same_updates(setup, universe):
             # Adam divides by sqrt(v): float32 summation differences of ~1e-7 stay ~1e-6 in the logits
             assert torch.allclose(a, b, atol=1e-5, rtol=0), (chunk, float((a - b).abs().max()))
             assert torch.equal(a > 0, b > 0)
+    # the restarts' judging, chunked the same way: the same objectives and edge counts
+    judge = list(range(8))
+    objs = {chunk: build_method("edge_mask", dataclasses.replace(cfg, method_options={"edge_mask": {
+        "n_lambdas": 3, "lambda_chunk": chunk}})).objectives(ctx, out[0], lams, ld_all, judge) for chunk in (0, 2)}
+    assert objs[0][1] == objs[2][1]
+    assert objs[0][0] == pytest.approx(objs[2][0], abs=1e-5)

@@ -45,7 +45,8 @@ def test_assumed_universe_splits_the_cap_over_the_sites_at_distinct_positions():
 
 def test_edge_simulation_on_meta_equals_real_tensors():
     """The tracker counts the same bytes and FLOPs on meta (the plan) as on real CPU tensors for both
-    edge methods and the exact edge evaluator, as the node methods' test does."""
+    edge methods (the mask's training with every lambda in one forward and in chunks, and its judging
+    forward) and the exact edge evaluator, as the node methods' test does."""
     import dataclasses
 
     import torch
@@ -63,12 +64,18 @@ def test_edge_simulation_on_meta_equals_real_tensors():
         ctx = edge_context(sp, st, 8)
         atp = method_instance("edge_attribution_patching", {"batch_size": 8})
         got[device, "atp"] = simulate(sp, lambda a=atp, c=ctx: a.discover(c), device=device)
-        mask = method_instance("edge_mask", {"steps": 2, "n_lambdas": 3, "batch_size": 4})
         ld = torch.zeros(8, device=sp.device)
-        got[device, "mask"] = simulate(sp, lambda m=mask, c=ctx, y=ld: m.train(c, [1e-3] * 3, y, 0), device=device)
+        for chunk in (0, 2):  # every lambda in one forward; two, then one
+            mask = method_instance("edge_mask", {"steps": 2, "n_lambdas": 3, "batch_size": 4, "lambda_chunk": chunk})
+            got[device, f"mask{chunk}"] = simulate(sp, lambda m=mask, c=ctx, y=ld: m.train(c, [1e-3] * 3, y, 0),
+                                                   device=device)
+        # the restarts' judging: binarised edges for 2 lambdas, no gradient (EdgeMask.objectives' forward)
+        cand = ctx.edge_candidates
+        binar = [torch.ones((2, *e.shape), device=sp.device) for e in [*cand.edges, cand.to_metric]]
+        got[device, "judge"] = simulate(sp, lambda m=mask, c=ctx, b=binar: m._ld(c, b, torch.arange(8)), device=device)
         fn, _, _ = edge_evaluator_fn(sp, dataclasses.replace(st, max_rows=16))
         got[device, "eval"] = simulate(sp, fn, device=device)
-    for what in ("atp", "mask", "eval"):
+    for what in ("atp", "mask0", "mask2", "judge", "eval"):
         m, c = got["meta", what], got["cpu", what]
         assert m.flops == c.flops > 0, what
         # On the CPU the tracker also sees the small index and weight tensors the plan keeps off-device
