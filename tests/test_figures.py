@@ -37,26 +37,32 @@ def test_every_figure_renders_and_is_byte_stable(tiny_run, tmp_path):
         assert pa.read_bytes() == pb.read_bytes(), pa.name
 
 
-def test_a_figure_worker_that_dies_costs_no_figure(tiny_run, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def png_only(tiny_run, tmp_path_factory):
+    """Every figure of the tiny run as PNG only, drawn in this process (shared by two tests: a drawing costs ~20 s)."""
+    from figures import render_all
+
+    out = tmp_path_factory.mktemp("png")
+    return out, render_all(pd.read_parquet(tiny_run / "results.parquet"), out, formats=("png",))
+
+
+def test_a_figure_worker_that_dies_costs_no_figure(tiny_run, png_only, tmp_path, monkeypatch):
     """A worker killed mid-figure breaks the process pool; the figures it took are drawn in the driver."""
     from figures import render_all
     from figures.registry import CRASH_ENV
 
     df = pd.read_parquet(tiny_run / "results.parquet")
-    want = render_all(df, tmp_path / "serial", formats=("png",))
+    want = png_only[1]
     monkeypatch.setenv(CRASH_ENV, "cost")
     got = render_all(df, tmp_path / "pool", jobs=2, formats=("png",))
     assert [p.name for p in got] == [p.name for p in want]
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(got, want))
 
 
-def test_png_only_writes_no_pdf(tiny_run, tmp_path):
+def test_png_only_writes_no_pdf(png_only):
     """A --quick run draws PNGs only (the PDFs are for papers: ``bench figures`` writes both)."""
-    from figures import render_all
-
-    df = pd.read_parquet(tiny_run / "results.parquet")
-    out = render_all(df, tmp_path, formats=("png",))
-    assert out and {p.suffix for p in out} == {".png"} and not list(tmp_path.glob("*.pdf"))
+    folder, out = png_only
+    assert out and {p.suffix for p in out} == {".png"} and not list(folder.glob("*.pdf"))
 
 
 def test_report_has_the_verdict_with_intervals(tiny_run, tmp_path):
