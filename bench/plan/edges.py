@@ -79,16 +79,18 @@ def simulate_edge_method(sp, st, name: str, method, cfg, n: int, full: bool = Tr
         judge = min(cfg.judge_prompts, n)
         m = min(16, judge)  # the restarts' judging: binarised edges, no gradient, 16 prompts per call (EdgeMask.objectives)
         jctx = edge_context(sp, st, m)
-        obj = simulate(sp, _no_grad(lambda: pinned._ld(jctx, binar, torch.arange(m))), flops=full)
+        obj = simulate(sp, torch.no_grad()(lambda: pinned._ld(jctx, binar, torch.arange(m))), flops=full)
         rest = L % chunk  # the last, smaller chunk of lambdas (its own call: FLOPs not proportional to its size)
-        obj_rest = simulate(sp, _no_grad(lambda: pinned._ld(jctx, [x[:rest] for x in binar], torch.arange(m))),
+        obj_rest = simulate(sp, torch.no_grad()(lambda: pinned._ld(jctx, [x[:rest] for x in binar], torch.arange(m))),
                             flops=True) if rest and full else None
         f = min(64, n)  # LD_ref of every train prompt, 64 per forward (EdgeMask.discover)
         fctx = edge_context(sp, st, f)
-        fwd = simulate(sp, _no_grad(lambda: sp.run(fctx.train.clean)), flops=full)
-        peak = max((sim, obj, fwd), key=lambda x: x.peak)  # each part at its own rows; ties: training
+        fwd = simulate(sp, torch.no_grad()(lambda: sp.run(fctx.train.clean)), flops=full)
+        # each part at its own rows: (simulation, rows per segment forward, where); ties: training
+        parts = [(sim, chunk * _busiest(cand) * b, "training"), (obj, chunk * _busiest(cand) * m, "judging"),
+                 (fwd, f, "LD_ref")]
+        peak, rows, where = max(parts, key=lambda p: p[0].peak)
         steps = round(1.1 * cfg.steps) * cfg.restarts
-
 
         def flops(_s):  # the steps, the restarts' judging, and LD_ref of every train prompt (one forward)
             judging = obj.flops * (L // chunk) + (obj_rest.flops if obj_rest else 0.0)  # all lambdas, m prompts
@@ -96,18 +98,8 @@ def simulate_edge_method(sp, st, name: str, method, cfg, n: int, full: bool = Tr
 
         notes = (_universe_note(cand) + f"; {L} lambdas x {cfg.restarts} restarts x {round(1.1 * cfg.steps)} steps of "
                  f"{b} prompts, " + ("all lambdas in one forward" if chunk == L else f"{chunk} lambdas per forward"))
-        rows = {id(sim): chunk * _busiest(cand) * b, id(obj): chunk * _busiest(cand) * m, id(fwd): f}[id(peak)]
-        where = {id(sim): "training", id(obj): "judging", id(fwd): "LD_ref"}[id(peak)]
         return peak, {"rows": rows, "grad": peak is sim, "flops": flops, "notes": notes + f"; peak in {where}"}
     raise KeyError(name)
-
-
-def _no_grad(fn):
-    def run():
-        with torch.no_grad():
-            return fn()
-
-    return run
 
 
 def _universe_note(cand) -> str:
@@ -129,12 +121,6 @@ def edge_evaluator_fn(sp, st):
 
     rows = min(max(st.max_rows, st.n_test), st.n_test * _busiest(ctx.edge_candidates))
     return fn, rows, ctx.edge_candidates.n_edges()
-
-
-def edge_eval_circuits(st, n_edges: int, name: str, n_lambdas: int) -> float:
-    """Edge-circuit evaluations of one edge-method cell, in units of one circuit on the test prompts:
-    :func:`edge_eval_units`' exact evaluations plus the edge effects' soft passes."""
-    return sum(edge_eval_units(st, n_edges, name, n_lambdas))
 
 
 def edge_eval_units(st, n_edges: int, name: str, n_lambdas: int) -> tuple[float, float]:

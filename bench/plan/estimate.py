@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from bench.errors import UsageError
 from bench.plan.arch import ARCH_KEYS, FAMILIES, Arch, build_meta, resolve_arch, static_bytes
 from bench.plan.contexts import make_context  # noqa: F401 - where callers find it
-from bench.plan.edges import EDGE_MODELLED, edge_eval_circuits, edge_evaluator_fn, simulate_edge_method
+from bench.plan.edges import EDGE_MODELLED, edge_eval_units, edge_evaluator_fn, simulate_edge_method
 from bench.plan.simulate import Sim, simulate
 
 GIB = 2**30
@@ -85,6 +85,12 @@ class Settings:
     # also simulate every method with the logits the other way (the "peak if logits at ..." column):
     # twice the simulation time, so asked for (--compare-logits), not the default
     compare_logits: bool = False
+
+    def __post_init__(self) -> None:
+        """One line for what the plan cannot do, before anything is built."""
+        check_methods(self.methods)
+        if self.edge_max_nodes < 2:
+            raise UsageError(f"--edge-max-nodes must be at least 2 (an edge needs two nodes), got {self.edge_max_nodes}")
 
     @classmethod
     def defaults(cls, **kw) -> Settings:
@@ -394,6 +400,16 @@ def _fwd_unit(sp, ctx, rows: int):
         sp.run(ctx.train.clean[:rows])
 
 
+def _simulate_modes(sp, fn, mode: str, alt_mode: str | None, flops: bool):
+    """``fn`` simulated with the logits in ``mode`` (FLOPs counted if ``flops``), and its peak in
+    ``alt_mode`` (None: not asked for)."""
+    def run(m, count):
+        with logits_mode(sp, m):
+            return simulate(sp, fn, flops=count)
+
+    return run(mode, flops), (run(alt_mode, False).peak if alt_mode else None)
+
+
 def plan_evaluator(sp, st: Settings, alt_mode: str | None) -> tuple[MethodPlan, float]:
     """The evaluator's stacked forward (``max_rows`` rows, bool masks per row); FLOPs per evaluated row."""
     from bench.eval.evaluate import Evaluator, SplitData
@@ -406,12 +422,7 @@ def plan_evaluator(sp, st: Settings, alt_mode: str | None) -> tuple[MethodPlan, 
         ev = Evaluator(sp, {"test": SplitData(ctx.train, ctx.replacement)}, universe, max_rows=st.max_rows)
         return ev.lds([universe] * per, "test")
 
-    def run(mode, flops):
-        with logits_mode(sp, mode):
-            return simulate(sp, fn, flops=flops)
-
-    sim = run(st.logits, False)
-    alt = run(alt_mode, False).peak if alt_mode else None
+    sim, alt = _simulate_modes(sp, fn, st.logits, alt_mode, flops=False)
     row = simulate(sp, lambda: _fwd_unit(sp, ctx, 1))
     return (MethodPlan("evaluator", min(st.max_rows, per * st.n_test), False, sim.peak, sim.breakdown, alt, 0.0, 0.0,
                        "every circuit's stacked forward (per method cell: sizes x (test + complement + train) + knockouts)"),
@@ -422,13 +433,7 @@ def plan_edge_evaluator(sp, st: Settings, alt_mode: str | None) -> tuple[MethodP
     """The exact edge evaluator on the assumed edge universe (:func:`bench.plan.edges.edge_evaluator_fn`):
     its plan row, the FLOPs of one edge circuit on the test prompts, and the universe's candidate edges."""
     fn, rows, n_edges = edge_evaluator_fn(sp, st)
-
-    def run(mode, flops):
-        with logits_mode(sp, mode):
-            return simulate(sp, fn, flops=flops)
-
-    sim = run(st.logits, True)
-    alt = run(alt_mode, False).peak if alt_mode else None
+    sim, alt = _simulate_modes(sp, fn, st.logits, alt_mode, flops=True)
     return (MethodPlan("edge evaluator", rows, False, sim.peak, sim.breakdown, alt, 0.0, 0.0,
                        "every edge circuit exactly, one segment forward per distinct in-edge set (here: per downstream "
                        "node); per edge-method cell: sizes x (test + complement + train)", unit="edges"),
@@ -529,7 +534,6 @@ def make_plan(preset, settings: Settings | None = None, world_dir=None, progress
 
     p = get_preset(preset) if isinstance(preset, str) else preset
     st = settings or Settings.defaults(dtype=p.dtype)
-    check_methods(st.methods)
     arch = resolve_arch(p, world_dir)
     sp = build_meta(arch, st.dtype, st.error_policy)
     code = code_logits_mode()
@@ -560,7 +564,7 @@ def make_plan(preset, settings: Settings | None = None, world_dir=None, progress
         bar.update(1)
         for m in methods:
             if m.unit == "edges":
-                m.eval_flops = edge_eval_circuits(st, n_edges, m.method, _edge_lambdas(st)) * per_circuit
+                m.eval_flops = sum(edge_eval_units(st, n_edges, m.method, _edge_lambdas(st))) * per_circuit
         methods.append(edge_ev)
     bar.close()
     ap = next((m for m in methods if m.method == "attribution_patching"), None)
