@@ -110,14 +110,16 @@ def test_planned_edge_mask_flops_equal_pytorchs_count_of_a_whole_run(chunk):
 
 def test_plan_refuses_a_method_it_does_not_model_in_one_line():
     from bench.errors import UsageError
-    from bench.plan.estimate import Settings, make_plan
+    from bench.plan.estimate import Settings
+    from bench.plan.make import make_plan
 
     with pytest.raises(UsageError, match="no plan for method.*edge_integrated_gradients"):
         make_plan("embedded", Settings.defaults(methods=("attribution_patching", "edge_integrated_gradients")))
 
 
 def test_plan_of_the_edge_methods_on_the_embedded_world_has_their_rows():
-    from bench.plan.estimate import Settings, make_plan
+    from bench.plan.estimate import Settings
+    from bench.plan.make import make_plan
 
     plan = make_plan("embedded", Settings.defaults(methods=("edge_mask", "edge_attribution_patching")))
     rows = {m.method: m for m in plan.methods}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from bench.errors import UsageError
 from bench.plan.budget import fit_settings
 from bench.plan.edges import EDGE_MODELLED
 from bench.plan.estimate import (
@@ -13,8 +14,8 @@ from bench.plan.estimate import (
     DEFAULT_TFLOPS,
     DTYPE_BYTES,
     Settings,
-    make_plan,
 )
+from bench.plan.make import make_plan
 from bench.plan.text import format_plan
 from bench.run.config import parse_method_options
 
@@ -50,6 +51,9 @@ def add_plan_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--fit", action="store_true",
                    help="fit every method's batch-like options and the evaluator's max-rows to --gpu-memory "
                         "(what a run with --max-memory does; bench.plan.budget) and plan at them")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="simulations in this many forked processes (default: the cores, at most 4; 1: in this "
+                        "process; the plan is the same)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plan)
     return p
@@ -67,17 +71,22 @@ def settings_from_args(args, preset_dtype: str) -> Settings:
 
 def cmd_plan(args) -> int:
     from bench.model.presets import get_preset
+    from bench.plan.parallel import default_jobs
+
+    jobs = default_jobs() if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise UsageError(f"--jobs {jobs}: expected 1 or more")
 
     preset = get_preset(args.preset)
     st = settings_from_args(args, preset.dtype_on("cuda"))
     import logging
 
     logging.getLogger("bench").info("planning %s: %d method(s) and the evaluator, each simulated on the meta device "
-                                    "(tens of seconds for a Gemma-sized model)", preset.name, len(st.methods))
+                                    "(about 15 s for Gemma-2-9B on 2 cores)", preset.name, len(st.methods))
     fitted = None
     if getattr(args, "fit", False):
         st, fitted = fit_settings(preset, st, args.world, max_rows_pinned=args.max_rows is not None)
-    plan = make_plan(preset, st, world_dir=args.world, progress=not args.json)
+    plan = make_plan(preset, st, world_dir=args.world, progress=not args.json, jobs=jobs)
     if args.json:
         d = plan.to_dict()
         if fitted is not None:

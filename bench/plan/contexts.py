@@ -22,12 +22,14 @@ def make_context(sp, st, n: int):
     :class:`bench.plan.estimate.Settings`: prompt length, ablation), set up by the harness's own functions."""
     from bench.api import MethodContext
     from bench.model.ablation import candidates, make_replacement
+    from bench.plan.simulate import memoised
 
     cache = sp.__dict__.setdefault("_plan_contexts", {})
     key = (n, st.seq_len, st.ablation)
     if key not in cache:
         data = _data(n, st.seq_len, sp.model.cfg.d_vocab)
-        repl = make_replacement(st.ablation, sp, data, data)
-        cands = candidates(sp.latents(data.clean), repl)
+        with memoised():  # the setup's forwards on meta, ops answered by the simulations' memo
+            repl = make_replacement(st.ablation, sp, data, data)
+            cands = candidates(sp.latents(data.clean), repl)
         cache[key] = MethodContext(sp, data, repl, cands, seed=0)
     return cache[key]

@@ -41,9 +41,9 @@ import re
 from dataclasses import dataclass, field
 
 from bench.errors import UsageError
-from bench.plan.arch import ARCH_KEYS, FAMILIES, Arch, build_meta, resolve_arch, static_bytes
+from bench.plan.arch import FAMILIES, Arch, build_meta
 from bench.plan.contexts import make_context  # noqa: F401 - where callers find it
-from bench.plan.edges import EDGE_MODELLED, edge_eval_units, edge_evaluator_fn, simulate_edge_method
+from bench.plan.edges import EDGE_MODELLED, edge_evaluator_fn, simulate_edge_method
 from bench.plan.simulate import Sim, simulate
 
 GIB = 2**30
@@ -328,7 +328,8 @@ def _simulate_method(sp, st: Settings, name: str, method, cfg, n: int, P: int, f
         sim, rows, grad, where = max(parts, key=lambda p: p[0].peak)  # ties: the earlier part
         m = min(cfg.n_prompts, n)
         circuits = greedy_evaluations(cfg.pool, cfg.exact_below)
-        row = tracked(sp, lambda: _fwd_unit(sp, make_context(sp, st, m), 1)) if full else elim
+        mctx = make_context(sp, st, m)  # outside the tracker: its setup forward is not the row's FLOPs
+        row = tracked(sp, lambda: _fwd_unit(sp, mctx, 1)) if full else elim
 
         def flops(_s):  # the pool's three runs + every evaluated circuit's forward rows
             return sum(info["flops"](s) for _m, s, info in subs.values()) + circuits * m * row.flops
@@ -471,105 +472,9 @@ def eval_rows_per_cell(st: Settings, n_universe: int) -> int:
     return n_sizes * (2 * st.n_test + st.n_train) + (st.n_headline + 1) * 2 * st.n_knockout * st.n_test
 
 
-@dataclass
-class Plan:
-    preset: str
-    arch: Arch
-    settings: Settings
-    code_logits: str
-    static: dict[str, int]
-    setup_peak: int
-    resident: int
-    methods: list[MethodPlan]
-    per_block_token: float  # bytes kept per block per token by a gradient pass (attribution patching)
-
-    @property
-    def static_total(self) -> int:
-        return sum(self.static.values())
-
-    def fits(self, working: int) -> str:
-        total = self.static_total + self.resident + working
-        cap = self.settings.gpu_memory_gib * GIB
-        if total * (1 + GPU_FRAGMENTATION) + GPU_RESERVE_GIB * GIB <= cap:
-            return "yes"
-        return "tight" if total <= cap else "no"
-
-    def to_dict(self) -> dict:
-        st = self.settings
-        return {
-            "preset": self.preset, "architecture_source": self.arch.source, "checks": self.arch.checks,
-            "architecture": {k: self.arch.cfg.get(k) for k in (*ARCH_KEYS, "n_ctx", "original_architecture")},
-            "saes": [{"hook": h, "d_sae": int(c["d_sae"]), "architecture": c.get("architecture")} for h, c in self.arch.saes],
-            "settings": dataclasses.asdict(st),
-            "logits_in_code": self.code_logits,
-            "bytes": {"static": self.static, "resident": self.resident, "setup_peak_working": self.setup_peak},
-            "per_block_per_token_bytes": self.per_block_token,
-            "gpu_memory_gib": st.gpu_memory_gib, "tflops": st.throughput / 1e12,
-            "methods": [{
-                "method": m.method, "unit": m.unit, "rows": m.rows, "grad": m.grad, "working_bytes": m.working,
-                "peak_bytes": m.total(self.static_total, self.resident), "breakdown_at_peak": m.breakdown,
-                "peak_bytes_other_logits_mode": (None if m.working_alt is None
-                                                 else m.working_alt + self.static_total + self.resident),
-                "flops": m.flops, "eval_flops": m.eval_flops,
-                "seconds": (m.flops + m.eval_flops) / st.throughput, "fits": self.fits(m.working), "notes": m.notes,
-            } for m in self.methods],
-        }
-
-
 def check_methods(names) -> None:
     """One line naming every method the plan does not model (before anything is built)."""
     unknown = [n for n in names if n not in MODELLED + EDGE_MODELLED]
     if unknown:
         raise UsageError(f"bench plan: no plan for method(s) {', '.join(unknown)} (planned: "
                          f"{', '.join(MODELLED + EDGE_MODELLED)})")
-
-
-def make_plan(preset, settings: Settings | None = None, world_dir=None, progress: bool = False) -> Plan:
-    """The plan of every modelled method and the evaluator (``progress``: a bar over them, where a
-    person can see it; a Gemma-sized plan takes tens of seconds)."""
-    import torch
-
-    from bench.model.presets import get_preset
-    from bench.progress import progress_bar
-
-    p = get_preset(preset) if isinstance(preset, str) else preset
-    st = settings or Settings.defaults(dtype=p.dtype)
-    arch = resolve_arch(p, world_dir)
-    sp = build_meta(arch, st.dtype, st.error_policy)
-    code = code_logits_mode()
-    alt = ("all" if code == "last" else "last") if st.logits == "code" and st.compare_logits else None
-    static = static_bytes(sp)
-    setup_peak, resident = plan_setup(sp, st)
-    torch.manual_seed(0)
-    names = list(st.methods)
-    edge_names = [n for n in names if n in EDGE_MODELLED]
-    bar = progress_bar(total=len(names) + 1 + bool(edge_names), desc=f"plan {p.name}", enabled=progress)
-    methods = []
-    for name in names:
-        bar.set_postfix_str(name)
-        methods.append(plan_method(sp, st, name, alt))
-        bar.update(1)
-    bar.set_postfix_str("evaluator")
-    ev, row_flops = plan_evaluator(sp, st, alt)
-    bar.update(1)
-    n_universe = sum(min(st.candidates_per_pos, sp.d_sae(s)) * (st.seq_len - 1) for s in sp.sites)
-    per_cell = eval_rows_per_cell(st, n_universe) * row_flops
-    for m in methods:
-        m.eval_flops = per_cell if m.unit == "nodes" else 0.0
-    ev.flops = 0.0
-    methods.append(ev)
-    if edge_names:
-        bar.set_postfix_str("edge evaluator")
-        edge_ev, per_circuit, n_edges = plan_edge_evaluator(sp, st, alt)
-        bar.update(1)
-        for m in methods:
-            if m.unit == "edges":
-                m.eval_flops = sum(edge_eval_units(st, n_edges, m.method, _edge_lambdas(st))) * per_circuit
-        methods.append(edge_ev)
-    bar.close()
-    ap = next((m for m in methods if m.method == "attribution_patching"), None)
-    per_block = 0.0
-    if ap is not None:
-        tokens = ap.rows * st.seq_len
-        per_block = ap.breakdown.get("activations", 0) / max(1, tokens * _first_site_blocks(sp))
-    return Plan(p.name, arch, st, code, static, setup_peak, resident, methods, per_block)

@@ -10,18 +10,152 @@ number of batches. The totals are the same
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+_KIND: dict = {}
+# Output metadata and FLOPs of ops by their inputs' metadata, shared by every simulation: a meta
+# kernel is Python (torch._refs / _meta_registrations), ~60 us an op, and a model's blocks repeat the
+# same ops on the same shapes, so most of a plan's ops are answered here.
+_MEMO: dict = {}
+_TRACKING = [0]  # simulations running (a tracker on the dispatch stack)
 
+
+def _kind(func) -> str:
+    """How an op's outputs relate to its inputs, from its schema: "fresh" (every output a new Tensor:
+    no alias annotation, nothing mutated), "inplace" (mutates and returns its first argument, data
+    only: not an ``inplace_view`` op such as ``unsqueeze_`` or ``resize_``), or "" (views, ``out=``,
+    lists, scalars: always run by the kernel)."""
+    r = _KIND.get(func)
+    if r is None:
+        import torch
+
+        schema, rets = func._schema, func._schema.returns
+        if rets and not schema.is_mutable and all(a.alias_info is None and str(a.type) == "Tensor" for a in rets):
+            r = "fresh"
+        elif (len(rets) == 1 and rets[0].alias_info is not None and rets[0].alias_info.is_write
+              and schema.arguments and schema.arguments[0].alias_info is not None
+              and rets[0].alias_info.before_set == schema.arguments[0].alias_info.before_set
+              and torch.Tag.inplace in func.tags and torch.Tag.inplace_view not in func.tags):
+            r = "inplace"
+        else:
+            r = ""
+        _KIND[func] = r
+    return r
+
+
+def _meta_factory(kwargs) -> bool:
+    """A factory op (no tensor inputs: ``empty``, ``arange``) asked for meta output."""
+    dev = kwargs.get("device")
+    return dev is not None and getattr(dev, "type", dev) == "meta"
+
+
+def _key(x):
+    """Hashable metadata of an op's arguments: a tensor by dtype, shape, strides and offset (what a meta
+    kernel reads; the memo takes meta inputs only, so no device), anything else by value; TypeError for
+    what is not hashable."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return (x.dtype, x.shape, x.stride(), x.storage_offset())
+    if isinstance(x, (list, tuple)):
+        return tuple([_key(y) for y in x])
+    hash(x)
+    return x
+
+
+def _tensors(xs, out: list) -> None:
+    """The tensors in ``xs`` and its nested lists and tuples, appended to ``out``."""
+    import torch
+
+    for x in xs:
+        if isinstance(x, torch.Tensor):
+            out.append(x)
+        elif isinstance(x, (list, tuple)):
+            _tensors(x, out)
+
+
+def _run(func, args, kwargs, ins: list):
+    """``func``'s output and FLOPs: from the memo where the same overload has met inputs of the same
+    metadata before (every input on meta), else from the kernel (and memoised).
+
+    A fresh op's hit makes its outputs with ``empty(storage size).as_strided(shape, strides, offset)``,
+    so each has the storage bytes the kernel's output had; an in-place op's hit returns its first
+    argument (the kernel would only have checked the shapes, which passed before). An op whose
+    schema says fresh but whose output shares an input's storage (``_unsafe_view``) is marked and
+    always run by the kernel, so the tracker never counts a view as new memory."""
+    import torch
+    from torch.utils.flop_counter import flop_registry
+
+    kind = _kind(func)
+    key = None
+    if kind and (all([a.is_meta for a in ins]) if ins else _meta_factory(kwargs)):
+        try:
+            key = (func, _key(args), _key(tuple(kwargs.items())) if kwargs else ())
+        except TypeError:  # an argument that is not hashable (e.g. a callable): no memo
+            key = None
+    hit = _MEMO.get(key) if key is not None else None
+    if hit:
+        single, metas, flops = hit
+        if kind == "inplace":
+            return args[0], flops
+        outs = [torch.empty(n, dtype=dt, device="meta").as_strided(sh, sd, off) for sh, sd, off, n, dt in metas]
+        return (outs[0] if single else tuple(outs)), flops
+    out = func(*args, **kwargs)
+    count = flop_registry.get(func._overloadpacket)
+    flops = count(*args, **kwargs, out_val=out) if count is not None else 0
+    if key is not None and hit is None:
+        if kind == "inplace":
+            _MEMO[key] = (True, [], flops) if out is args[0] else False
+            return out, flops
+        single = isinstance(out, torch.Tensor)
+        outs = [out] if single else list(out) if isinstance(out, (tuple, list)) else []
+        stores = {o.untyped_storage()._cdata for o in outs if isinstance(o, torch.Tensor)}
+        ok = (outs and all(isinstance(o, torch.Tensor) and o.device.type == "meta" for o in outs)
+              and len(stores) == len(outs) and stores.isdisjoint(a.untyped_storage()._cdata for a in ins))
+        _MEMO[key] = (single, [(tuple(o.shape), o.stride(), o.storage_offset(),
+                                o.untyped_storage().nbytes() // o.element_size(), o.dtype) for o in outs],
+                      flops) if ok else False
+    return out, flops
+
+
+@functools.cache
+def memo_mode_class():
+    """A dispatch mode that answers ops from the memo and nothing else (no accounting): for the meta
+    work around the simulations (a plan's stand-in task contexts, a forward per prompt count)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class MemoMode(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            ins: list = []
+            _tensors(args, ins)
+            if kwargs:
+                _tensors(kwargs.values(), ins)
+            return _run(func, args, kwargs, ins)[0]
+
+    return MemoMode
+
+
+def memoised():
+    """Context manager: meta ops inside are answered from the memo (see :func:`memo_mode_class`); inside
+    a simulation it does nothing (the tracker memoises and must see every op)."""
+    import contextlib
+
+    return contextlib.nullcontext() if _TRACKING[0] else memo_mode_class()()
+
+
+@functools.cache
 def _tracker_class():
     import torch
     from torch.multiprocessing.reductions import StorageWeakRef
     from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_flatten
-    from torch.utils.flop_counter import flop_registry
 
     aten = torch.ops.aten
+    _expired = torch.UntypedStorage._expired
+    stand_in_ops = {aten._local_scalar_dense.default, aten.nonzero.default, aten._to_copy.default,
+                    aten.copy_.default, aten.equal.default, aten.is_nonzero.default}
 
     class Tracker(TorchDispatchMode):
         """Live tensor bytes on one device after every aten op; data-dependent ops get stand-ins on meta.
@@ -47,7 +181,8 @@ def _tracker_class():
             self.n_ops = 0
 
         def _purge(self) -> None:
-            dead = [k for k, v in self.live.items() if v[0].expired()]
+            expired = _expired  # torch.UntypedStorage._expired on the weak reference, without StorageWeakRef.expired's two frames
+            dead = [k for k, v in self.live.items() if expired(v[0].cdata)]
             for k in dead:
                 self.cur -= self.live.pop(k)[1]
                 self.weight_storages.discard(k)
@@ -82,27 +217,43 @@ def _tracker_class():
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
-            handled, out = self._stand_in(func, args, kwargs)
+            ins: list = []
+            _tensors(args, ins)
+            if kwargs:
+                _tensors(kwargs.values(), ins)
+            handled, out = self._stand_in(func, args, kwargs) if func in stand_in_ops else (False, None)
             if not handled:
-                out = func(*args, **kwargs)
+                out, flops = _run(func, args, kwargs, ins)
                 if self.count_flops:
-                    count = flop_registry.get(func._overloadpacket)
-                    if count is not None:
-                        self.flops += count(*args, **kwargs, out_val=out)
+                    self.flops += flops
             self.n_ops += 1
             if self.n_ops % 512 == 0:
                 self._purge()
-            ins = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
             # A tensor computed only from weights (a transposed contiguous copy) is a weight copy.
-            weight_derived = bool(ins) and all(
-                a.untyped_storage()._cdata in self.weight_storages or a.numel() <= 1 for a in ins
-            ) and any(a.untyped_storage()._cdata in self.weight_storages for a in ins)
+            ws = self.weight_storages
+            weight_derived = False
+            if ins and ws:
+                any_weight = False
+                weight_derived = True
+                for a in ins:
+                    if a.untyped_storage()._cdata in ws:
+                        any_weight = True
+                    elif a.numel() > 1:
+                        weight_derived = False
+                        break
+                weight_derived = weight_derived and any_weight
+            outs: list = []
+            if isinstance(out, torch.Tensor):
+                outs.append(out)
+            elif isinstance(out, (tuple, list)):
+                _tensors(out, outs)
             grew = False
-            for t in tree_flatten(out)[0]:
-                if isinstance(t, torch.Tensor) and t.device == self.device:
+            on_meta = self.device.type == "meta"
+            for t in outs:
+                if (t.is_meta if on_meta else t.device == self.device):
                     st = t.untyped_storage()
                     k = st._cdata
-                    if k in self.live and self.live[k][0].expired():  # address reused by a new storage
+                    if k in self.live and _expired(self.live[k][0].cdata):  # address reused by a new storage
                         self.cur -= self.live.pop(k)[1]
                         self.weight_storages.discard(k)
                     if k in self.live or k in self.weight_storages_static:
@@ -150,8 +301,12 @@ def simulate(sp, fn: Callable[[], object], nonzero_rows: int = 1, device: str = 
     tr.count_flops = flops
     import warnings
 
-    with tr, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. corrcoef's degrees-of-freedom warning on stand-in data
-        out = fn()
+    _TRACKING[0] += 1
+    try:
+        with tr, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. corrcoef's degrees-of-freedom warning on stand-in data
+            out = fn()
+    finally:
+        _TRACKING[0] -= 1
     del out
     return Sim(tr.peak, dict(tr.peak_snapshot), float(tr.flops) if flops else 0.0, tr.nonzero_flops)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bench.plan.estimate import GIB, GPU_FRAGMENTATION, GPU_RESERVE_GIB, Plan
+from bench.plan.estimate import GIB, GPU_FRAGMENTATION, GPU_RESERVE_GIB
+from bench.plan.make import Plan
 
 
 def _gib(b: float) -> str:
