@@ -63,9 +63,11 @@ def _whole_run_working(fitter, name: str, options: dict, max_rows: int) -> int:
     """bench.plan.estimate's own simulation of the whole method (every batch, chunk and step) or of the evaluator."""
     import dataclasses
 
+    from bench.plan.contexts import fresh_state
     from bench.plan.estimate import _sim_one, method_instance, plan_evaluator
 
     sp, st = fitter.sp, fitter.settings
+    fresh_state(sp)  # as make_plan before each method, and the fitter before each candidate
     if name == B.EVALUATOR:
         return plan_evaluator(sp, dataclasses.replace(st, max_rows=max_rows), None)[0].working
     m = method_instance(name, options)
@@ -78,6 +80,7 @@ def _whole_run_working(fitter, name: str, options: dict, max_rows: int) -> int:
         top = method_instance(name, {**options, "n_steps": m.config.step_ladder()[-1]})
         ctx = make_context(sp, st, min(m.config.batch_size, st.n_train))
         whole = simulate(sp, lambda: top.discover(ctx), flops=False).peak
+        fresh_state(sp)
         assert _sim_one(sp, st, name, m, m.config, st.n_train, st.seq_len, full=False)[0].peak == whole
         return whole
     return _sim_one(sp, st, name, m, m.config, st.n_train, st.seq_len, full=False)[0].peak

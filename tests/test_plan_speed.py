@@ -69,7 +69,6 @@ def test_memo_never_counts_a_view_as_new_memory():
     from bench.plan.simulate import simulate
 
     sp, _ = _tiny()
-    x = torch.empty(0, device="meta")
 
     def fn():
         y = torch.empty(64, 32, device="meta")
@@ -78,7 +77,6 @@ def test_memo_never_counts_a_view_as_new_memory():
 
     sim = simulate(sp, fn)
     assert sim.peak == 64 * 32 * 4, sim.peak
-    del x
 
 
 def test_in_place_ops_from_the_memo_return_their_argument():
@@ -97,8 +95,39 @@ def test_in_place_ops_from_the_memo_return_their_argument():
         return a, b
 
     assert simulate(sp, fn).peak == (64 * 32 + 32) * 4
-    with memoised(), pytest.raises(RuntimeError):
-        torch.empty(4, 3, device="meta").add_(torch.empty(5, device="meta"))
+
+
+def test_memo_keys_python_scalars_by_type():
+    """``1``, ``1.0`` and ``True`` are equal in Python but give different dtypes (and in-place casting
+    errors): the memo must not answer one with the other."""
+    import torch
+
+    from bench.plan.simulate import memoised
+
+    with memoised():
+        assert torch.full((2,), 1, device="meta").dtype == torch.long
+        assert torch.full((2,), 1.0, device="meta").dtype == torch.float32
+        assert torch.full((2,), True, device="meta").dtype == torch.bool
+        ints = torch.empty(4, dtype=torch.long, device="meta")
+        ints.add_(1)
+        with pytest.raises(RuntimeError):  # a float can't be added in place to a long tensor
+            ints.add_(1.0)
+
+
+def test_every_memo_answer_of_a_whole_plan_is_the_kernels(monkeypatch):
+    """The plan of every method (node and edge) and the evaluators on the embedded world, with each
+    answer the memo would give checked against the kernel's (shape, strides, offset, storage size,
+    dtype, FLOPs; an in-place op's argument unchanged): the stand-in contexts' setup included."""
+    import bench.plan.simulate as S
+    from bench.plan.edges import EDGE_MODELLED
+    from bench.plan.estimate import MODELLED, Settings
+    from bench.plan.make import make_plan
+
+    monkeypatch.setattr(S, "_VERIFY", [True])
+    S._MEMO.clear()
+    st = Settings.defaults(methods=MODELLED + EDGE_MODELLED, n_train=16, n_test=16)
+    plan = make_plan("embedded", st, jobs=1)
+    assert len(plan.methods) == len(st.methods) + 2 and len(S._MEMO) > 100
 
 
 def test_plan_in_forked_workers_equals_the_plan_in_one_process():
@@ -135,6 +164,23 @@ def test_forked_map_keeps_order_and_survives_a_dead_worker():
     seen = []
     assert forked_map(fn, [0, 1, 2, 3], 2, seen.append) == [0, 1, 4, 9]
     assert sorted(seen) == [0, 1, 2, 3]
+    pids = forked_map(lambda x: os.getpid(), list(range(6)), 2)
+    assert set(pids) - {parent}  # the items did run in workers
+
+
+def test_an_error_in_a_worker_is_raised_here():
+    from bench.plan.parallel import can_fork, forked_map
+
+    if not can_fork():
+        pytest.skip("no fork on this platform")
+
+    def fn(x):
+        if x == 1:
+            raise ValueError("planted")
+        return x
+
+    with pytest.raises(ValueError, match="planted"):
+        forked_map(fn, [0, 1, 2, 3], 2)
 
 
 def test_forked_workers_survive_the_parents_openmp_pool():

@@ -52,8 +52,8 @@ def add_plan_command(subparsers) -> argparse.ArgumentParser:
                    help="fit every method's batch-like options and the evaluator's max-rows to --gpu-memory "
                         "(what a run with --max-memory does; bench.plan.budget) and plan at them")
     p.add_argument("--jobs", type=int, default=None,
-                   help="simulations in this many forked processes (default: the cores, at most 4; 1: in this "
-                        "process; the plan is the same)")
+                   help="simulations in this many forked processes (default and 0: one per core, at most 4; 1: in "
+                        "this process; the plan is the same)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plan)
     return p
@@ -73,16 +73,16 @@ def cmd_plan(args) -> int:
     from bench.model.presets import get_preset
     from bench.plan.parallel import default_jobs
 
-    jobs = default_jobs() if args.jobs is None else args.jobs
-    if jobs < 1:
-        raise UsageError(f"--jobs {jobs}: expected 1 or more")
+    if args.jobs is not None and args.jobs < 0:
+        raise UsageError(f"--jobs {args.jobs}: expected 0 (one per core, at most 4) or more")
+    jobs = default_jobs() if not args.jobs else args.jobs
 
     preset = get_preset(args.preset)
     st = settings_from_args(args, preset.dtype_on("cuda"))
     import logging
 
     logging.getLogger("bench").info("planning %s: %d method(s) and the evaluator, each simulated on the meta device "
-                                    "(about 15 s for Gemma-2-9B on 2 cores)", preset.name, len(st.methods))
+                                    "(about 16 s for Gemma-2-9B on 2 cores; --fit and --compare-logits add more)", preset.name, len(st.methods))
     fitted = None
     if getattr(args, "fit", False):
         st, fitted = fit_settings(preset, st, args.world, max_rows_pinned=args.max_rows is not None)

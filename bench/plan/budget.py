@@ -56,6 +56,7 @@ import logging
 from dataclasses import dataclass, field
 
 from bench.errors import UsageError
+from bench.plan.contexts import fresh_state
 from bench.plan.estimate import (
     DEFAULT_SEQ_LEN,
     GIB,
@@ -272,7 +273,7 @@ class Fitter:
 
         sp, st = self.sp, self.settings
         n = st.n_train
-        torch.manual_seed(0)
+        fresh_state(sp)  # seed 0, no train prefix an earlier candidate cached
         if name == EVALUATOR:
             from bench.eval.evaluate import Evaluator, SplitData
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 
 def _data(n: int, pos: int, vocab: int, seed: int = 0):
     import torch
@@ -28,8 +30,19 @@ def make_context(sp, st, n: int):
     key = (n, st.seq_len, st.ablation)
     if key not in cache:
         data = _data(n, st.seq_len, sp.model.cfg.d_vocab)
-        with memoised():  # the setup's forwards on meta, ops answered by the simulations' memo
+        with memoised() if sp.device.type == "meta" else contextlib.nullcontext():  # the setup's meta forwards
             repl = make_replacement(st.ablation, sp, data, data)
             cands = candidates(sp.latents(data.clean), repl)
         cache[key] = MethodContext(sp, data, repl, cands, seed=0)
     return cache[key]
+
+
+def fresh_state(sp) -> None:
+    """Every simulation of a method starts here, whichever process runs it and whatever ran before:
+    torch's RNG at seed 0 and no train prefix cached in a stand-in context by an earlier simulation
+    (each method pays for its own prefix, as the harness clears it before every method)."""
+    import torch
+
+    torch.manual_seed(0)
+    for c in sp.__dict__.get("_plan_contexts", {}).values():
+        c.clear_cache()

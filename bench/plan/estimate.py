@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from bench.errors import UsageError
 from bench.plan.arch import FAMILIES, Arch, build_meta
-from bench.plan.contexts import make_context  # noqa: F401 - where callers find it
+from bench.plan.contexts import fresh_state, make_context  # noqa: F401 - where callers find make_context
 from bench.plan.edges import EDGE_MODELLED, edge_evaluator_fn, simulate_edge_method
 from bench.plan.simulate import Sim, simulate
 
@@ -208,6 +208,8 @@ def plan_method(sp, st: Settings, name: str, alt_mode: str | None) -> MethodPlan
                 sp.__dict__.pop("_plan_mode", None)
 
     sim, info = run_sim(st.logits, True)
+    if alt_mode:
+        fresh_state(sp)  # the other logits mode pays for its own train prefix too
     alt = run_sim(alt_mode, False)[0].peak if alt_mode else None
     return MethodPlan(name, info["rows"], info["grad"], sim.peak, sim.breakdown, alt, info["flops"](sim),
                       0.0, info.get("notes", ""), unit=getattr(method, "unit", "nodes"))
@@ -217,7 +219,8 @@ def _sim_one(sp, st: Settings, name: str, method, cfg, n: int, P: int, full: boo
     """One method's dominant computation under the tracker; ``full``: also count FLOPs (and their units).
 
     Memoised per model: greedy's pool runs attribution patching exactly as the method itself does
-    (same options), and that simulation is not repeated."""
+    (same options), and that simulation is not repeated in one process (forked workers each run
+    their own; the result is the same)."""
     memo = sp.__dict__.setdefault("_plan_sims", {})
     # repr, not the config itself: a config may hold a list (e.g. the mask's lambdas from a caller);
     # every setting but the method list (the same simulation serves any plan it is part of)

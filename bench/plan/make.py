@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from bench.plan.arch import ARCH_KEYS, Arch, build_meta, resolve_arch, static_bytes
+from bench.plan.contexts import fresh_state
 from bench.plan.edges import EDGE_MODELLED, edge_eval_units
 from bench.plan.estimate import (
     GIB,
@@ -81,7 +82,6 @@ def make_plan(preset, settings: Settings | None = None, world_dir=None, progress
     """The plan of every modelled method and the evaluator (``progress``: a bar over them, where a
     person can see it; ``jobs``: simulations in that many forked processes, :mod:`bench.plan.parallel`,
     the same plan either way)."""
-    import torch
 
     from bench.model.presets import get_preset
     from bench.plan.parallel import forked_map
@@ -102,12 +102,7 @@ def make_plan(preset, settings: Settings | None = None, world_dir=None, progress
     items.sort(key=lambda x: -_SIM_WEIGHT.get(x, 1.0))
 
     def simulate_item(item: str):
-        # Each simulation from the same state, whichever process runs it and whatever ran before: the
-        # same RNG state, and no train prefix cached by an earlier method (each pays for its own, as the
-        # harness clears it before every method).
-        torch.manual_seed(0)
-        for c in sp.__dict__.get("_plan_contexts", {}).values():
-            c.clear_cache()
+        fresh_state(sp)
         if item == "evaluator":
             return plan_evaluator(sp, st, alt)
         if item == "edge evaluator":

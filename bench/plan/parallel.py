@@ -2,16 +2,18 @@
 
 Each method's simulation is independent of the others and single-threaded Python (the meta device
 does no arithmetic), so a plan on two cores takes about half as long with two workers. The workers
-are forked after the planned model is built, so they share it (and the simulation memo) without
-pickling it; only each method's plan comes back. Fork is used where the platform offers it (Linux);
-elsewhere, with one job, or when a worker dies, the work runs in this process, so the plan is the
-same either way (``tests/test_plan.py`` compares the two)."""
+are forked after the planned model is built, so they share it (and the simulation memo as it was at
+the fork) without pickling it; only each method's plan comes back. Fork is used where the platform
+offers it (Linux); elsewhere, with one job, or when a worker dies, the work runs in this process, so
+the plan is the same either way (``tests/test_plan_speed.py`` compares the two)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 
+log = logging.getLogger("bench")
 _WORK: tuple | None = None  # (fn, items): set before the fork, read by the workers
 
 
@@ -64,8 +66,12 @@ def forked_map(fn: Callable, items: Sequence, jobs: int, on_result: Callable[[in
                         results[i], done[i] = f.result(), True
                         if on_result:
                             on_result(i)
-                except BrokenProcessPool:
-                    pass  # a worker died (e.g. killed for memory): what it left is run below
+                except BrokenProcessPool:  # a worker died (e.g. killed for memory): what it left runs below
+                    log.warning("a forked worker died; %d of %d item(s) run in this process instead",
+                                done.count(False), len(items))
+                except BaseException:  # an item's own error: raised now, not after every queued item ran
+                    ex.shutdown(wait=False, cancel_futures=True)
+                    raise
         finally:
             _WORK = None
     for i, x in enumerate(items):

@@ -19,7 +19,7 @@ _KIND: dict = {}
 # kernel is Python (torch._refs / _meta_registrations), ~60 us an op, and a model's blocks repeat the
 # same ops on the same shapes, so most of a plan's ops are answered here.
 _MEMO: dict = {}
-_TRACKING = [0]  # simulations running (a tracker on the dispatch stack)
+_VERIFY = [False]  # tests: answer nothing from the memo, compare every would-be answer with the kernel's
 
 
 def _kind(func) -> str:
@@ -53,8 +53,9 @@ def _meta_factory(kwargs) -> bool:
 
 def _key(x):
     """Hashable metadata of an op's arguments: a tensor by dtype, shape, strides and offset (what a meta
-    kernel reads; the memo takes meta inputs only, so no device), anything else by value; TypeError for
-    what is not hashable."""
+    kernel reads; the memo takes meta inputs only, so no device), anything else by type and value (``1``,
+    ``1.0`` and ``True`` give different dtypes: equal in Python, not here); TypeError for what is not
+    hashable."""
     import torch
 
     if isinstance(x, torch.Tensor):
@@ -62,7 +63,23 @@ def _key(x):
     if isinstance(x, (list, tuple)):
         return tuple([_key(y) for y in x])
     hash(x)
-    return x
+    return (type(x), x)
+
+
+def _meta_of(t) -> tuple:
+    return (tuple(t.shape), t.stride(), t.storage_offset(), t.untyped_storage().nbytes(), t.dtype)
+
+
+def _make(sh, sd, off, n, dt):
+    """A meta tensor of this metadata, not a view: ``empty_strided`` where that gives the same storage
+    size, else a new storage of ``n`` elements, strided (no autograd view bookkeeping either way:
+    ``as_strided`` runs below autograd here)."""
+    import torch
+
+    need = 1 + sum((a - 1) * b for a, b in zip(sh, sd)) if all(sh) else 0
+    if off == 0 and n == need:
+        return torch.empty_strided(sh, sd, dtype=dt, device="meta")
+    return torch.empty(n, dtype=dt, device="meta").as_strided(sh, sd, off)
 
 
 def _tensors(xs, out: list) -> None:
@@ -80,11 +97,12 @@ def _run(func, args, kwargs, ins: list):
     """``func``'s output and FLOPs: from the memo where the same overload has met inputs of the same
     metadata before (every input on meta), else from the kernel (and memoised).
 
-    A fresh op's hit makes its outputs with ``empty(storage size).as_strided(shape, strides, offset)``,
-    so each has the storage bytes the kernel's output had; an in-place op's hit returns its first
-    argument (the kernel would only have checked the shapes, which passed before). An op whose
-    schema says fresh but whose output shares an input's storage (``_unsafe_view``) is marked and
-    always run by the kernel, so the tracker never counts a view as new memory."""
+    A fresh op's hit makes outputs of the kernel's outputs' metadata, storage size included, so the
+    tracker counts the same bytes; an in-place op's hit returns its first argument. Marked never to be
+    answered (always run by the kernel): a "fresh" op whose output shares an input's storage
+    (``_unsafe_view``: the tracker must not count a view as new memory), and an in-place op that
+    changed its argument's shape, strides or storage (a resize). ``_VERIFY``: every hit is also run by
+    the kernel and compared (the tests' check)."""
     import torch
     from torch.utils.flop_counter import flop_registry
 
@@ -92,22 +110,23 @@ def _run(func, args, kwargs, ins: list):
     key = None
     if kind and (all([a.is_meta for a in ins]) if ins else _meta_factory(kwargs)):
         try:
-            key = (func, _key(args), _key(tuple(kwargs.items())) if kwargs else ())
-        except TypeError:  # an argument that is not hashable (e.g. a callable): no memo
+            key = (func, torch.get_default_dtype(), _key(args), _key(tuple(kwargs.items())) if kwargs else ())
+        except (TypeError, RuntimeError):  # not hashable (a callable), no strides (sparse): no memo
             key = None
     hit = _MEMO.get(key) if key is not None else None
-    if hit:
+    if hit and not _VERIFY[0]:
         single, metas, flops = hit
         if kind == "inplace":
             return args[0], flops
-        outs = [torch.empty(n, dtype=dt, device="meta").as_strided(sh, sd, off) for sh, sd, off, n, dt in metas]
+        outs = [_make(*m) for m in metas]
         return (outs[0] if single else tuple(outs)), flops
+    before = _meta_of(args[0]) if kind == "inplace" and key is not None else None
     out = func(*args, **kwargs)
     count = flop_registry.get(func._overloadpacket)
     flops = count(*args, **kwargs, out_val=out) if count is not None else 0
     if key is not None and hit is None:
         if kind == "inplace":
-            _MEMO[key] = (True, [], flops) if out is args[0] else False
+            _MEMO[key] = (True, [], flops) if out is args[0] and _meta_of(args[0]) == before else False
             return out, flops
         single = isinstance(out, torch.Tensor)
         outs = [out] if single else list(out) if isinstance(out, (tuple, list)) else []
@@ -117,6 +136,16 @@ def _run(func, args, kwargs, ins: list):
         _MEMO[key] = (single, [(tuple(o.shape), o.stride(), o.storage_offset(),
                                 o.untyped_storage().nbytes() // o.element_size(), o.dtype) for o in outs],
                       flops) if ok else False
+    elif hit:  # _VERIFY: the memo's answer against the kernel's
+        single, metas, mflops = hit
+        if kind == "inplace":
+            assert out is args[0] and _meta_of(args[0]) == before, func
+        else:
+            outs = [out] if single else list(out)
+            got = [(tuple(o.shape), o.stride(), o.storage_offset(), o.untyped_storage().nbytes() // o.element_size(),
+                    o.dtype) for o in outs]
+            assert got == metas, (func, got, metas)
+        assert mflops == flops, (func, mflops, flops)
     return out, flops
 
 
@@ -139,11 +168,14 @@ def memo_mode_class():
 
 
 def memoised():
-    """Context manager: meta ops inside are answered from the memo (see :func:`memo_mode_class`); inside
-    a simulation it does nothing (the tracker memoises and must see every op)."""
+    """Context manager: meta ops inside are answered from the memo (see :func:`memo_mode_class`). It does
+    nothing under another dispatch mode (a simulation's tracker memoises itself and must see every
+    op; a FLOP counter or fake-tensor mode below would miss the ops a hit answers)."""
     import contextlib
 
-    return contextlib.nullcontext() if _TRACKING[0] else memo_mode_class()()
+    import torch
+
+    return contextlib.nullcontext() if torch._C._len_torch_dispatch_stack() else memo_mode_class()()
 
 
 @functools.cache
@@ -301,12 +333,8 @@ def simulate(sp, fn: Callable[[], object], nonzero_rows: int = 1, device: str = 
     tr.count_flops = flops
     import warnings
 
-    _TRACKING[0] += 1
-    try:
-        with tr, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. corrcoef's degrees-of-freedom warning on stand-in data
-            out = fn()
-    finally:
-        _TRACKING[0] -= 1
+    with tr, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. corrcoef's degrees-of-freedom warning on stand-in data
+        out = fn()
     del out
     return Sim(tr.peak, dict(tr.peak_snapshot), float(tr.flops) if flops else 0.0, tr.nonzero_flops)

@@ -1,4 +1,4 @@
-"""``bench plan``'s text: the table of a :class:`~bench.plan.estimate.Plan` and its notes."""
+"""``bench plan``'s text: the table of a :class:`~bench.plan.make.Plan` and its notes."""
 
 from __future__ import annotations
 
