@@ -35,13 +35,11 @@ def main() -> int:
 
     import torch
 
-    from bench.plan import estimate
-
     try:  # make_plan's own module: bench.plan.make since the plan ran in workers, bench.plan.estimate before
-        from bench.plan import make as E
+        from bench.plan.make import make_plan
     except ImportError:
-        E = estimate
-    E = sys.modules[E.make_plan.__module__]
+        from bench.plan.estimate import make_plan
+    E = sys.modules[make_plan.__module__]
 
     stages: list[tuple[str, float]] = [("imports (torch, bench.plan)", time.perf_counter() - T0)]  # a name twice: summed
 

@@ -80,11 +80,11 @@ def test_memo_never_counts_a_view_as_new_memory():
 
 
 def test_in_place_ops_from_the_memo_return_their_argument():
-    """An in-place op answered from the memo is its first argument again (no new storage counted),
-    and a shape error the kernel would raise is still raised."""
+    """An in-place op answered from the memo is its first argument again (no new storage counted;
+    that a casting error is still raised: the scalar test below)."""
     import torch
 
-    from bench.plan.simulate import memoised, simulate
+    from bench.plan.simulate import simulate
 
     sp, _ = _tiny()
 

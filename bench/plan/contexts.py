@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 
 def _data(n: int, pos: int, vocab: int, seed: int = 0):
     import torch
@@ -30,7 +28,7 @@ def make_context(sp, st, n: int):
     key = (n, st.seq_len, st.ablation)
     if key not in cache:
         data = _data(n, st.seq_len, sp.model.cfg.d_vocab)
-        with memoised() if sp.device.type == "meta" else contextlib.nullcontext():  # the setup's meta forwards
+        with memoised(sp.device.type == "meta"):  # the setup's forwards, answered by the simulations' memo
             repl = make_replacement(st.ablation, sp, data, data)
             cands = candidates(sp.latents(data.clean), repl)
         cache[key] = MethodContext(sp, data, repl, cands, seed=0)

@@ -331,7 +331,7 @@ def _simulate_method(sp, st: Settings, name: str, method, cfg, n: int, P: int, f
         sim, rows, grad, where = max(parts, key=lambda p: p[0].peak)  # ties: the earlier part
         m = min(cfg.n_prompts, n)
         circuits = greedy_evaluations(cfg.pool, cfg.exact_below)
-        mctx = make_context(sp, st, m)  # outside the tracker: its setup forward is not the row's FLOPs
+        mctx = make_context(sp, st, m)  # made outside the tracker (if not already): the row is one forward
         row = tracked(sp, lambda: _fwd_unit(sp, mctx, 1)) if full else elim
 
         def flops(_s):  # the pool's three runs + every evaluated circuit's forward rows

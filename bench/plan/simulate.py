@@ -67,7 +67,9 @@ def _key(x):
 
 
 def _meta_of(t) -> tuple:
-    return (tuple(t.shape), t.stride(), t.storage_offset(), t.untyped_storage().nbytes(), t.dtype)
+    """What the memo keeps of an output (and compares of an in-place op's argument): shape, strides,
+    offset, storage size in elements, dtype (the arguments of :func:`_make`)."""
+    return (tuple(t.shape), t.stride(), t.storage_offset(), t.untyped_storage().nbytes() // t.element_size(), t.dtype)
 
 
 def _make(sh, sd, off, n, dt):
@@ -80,6 +82,15 @@ def _make(sh, sd, off, n, dt):
     if off == 0 and n == need:
         return torch.empty_strided(sh, sd, dtype=dt, device="meta")
     return torch.empty(n, dtype=dt, device="meta").as_strided(sh, sd, off)
+
+
+def _inputs(args, kwargs) -> list:
+    """The tensors an op reads: in ``args``, ``kwargs`` and their nested lists and tuples."""
+    ins: list = []
+    _tensors(args, ins)
+    if kwargs:
+        _tensors(kwargs.values(), ins)
+    return ins
 
 
 def _tensors(xs, out: list) -> None:
@@ -133,17 +144,13 @@ def _run(func, args, kwargs, ins: list):
         stores = {o.untyped_storage()._cdata for o in outs if isinstance(o, torch.Tensor)}
         ok = (outs and all(isinstance(o, torch.Tensor) and o.device.type == "meta" for o in outs)
               and len(stores) == len(outs) and stores.isdisjoint(a.untyped_storage()._cdata for a in ins))
-        _MEMO[key] = (single, [(tuple(o.shape), o.stride(), o.storage_offset(),
-                                o.untyped_storage().nbytes() // o.element_size(), o.dtype) for o in outs],
-                      flops) if ok else False
+        _MEMO[key] = (single, [_meta_of(o) for o in outs], flops) if ok else False
     elif hit:  # _VERIFY: the memo's answer against the kernel's
         single, metas, mflops = hit
         if kind == "inplace":
             assert out is args[0] and _meta_of(args[0]) == before, func
         else:
-            outs = [out] if single else list(out)
-            got = [(tuple(o.shape), o.stride(), o.storage_offset(), o.untyped_storage().nbytes() // o.element_size(),
-                    o.dtype) for o in outs]
+            got = [_meta_of(o) for o in ([out] if single else out)]
             assert got == metas, (func, got, metas)
         assert mflops == flops, (func, mflops, flops)
     return out, flops
@@ -158,24 +165,23 @@ def memo_mode_class():
     class MemoMode(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
-            ins: list = []
-            _tensors(args, ins)
-            if kwargs:
-                _tensors(kwargs.values(), ins)
-            return _run(func, args, kwargs, ins)[0]
+            return _run(func, args, kwargs, _inputs(args, kwargs))[0]
 
     return MemoMode
 
 
-def memoised():
+def memoised(active: bool = True):
     """Context manager: meta ops inside are answered from the memo (see :func:`memo_mode_class`). It does
-    nothing under another dispatch mode (a simulation's tracker memoises itself and must see every
-    op; a FLOP counter or fake-tensor mode below would miss the ops a hit answers)."""
+    nothing when not ``active`` (a model off meta: nothing to gain) or under another dispatch mode (a
+    simulation's tracker memoises itself and must see every op; a FLOP counter or fake-tensor mode
+    below would miss the ops a hit answers)."""
     import contextlib
 
     import torch
 
-    return contextlib.nullcontext() if torch._C._len_torch_dispatch_stack() else memo_mode_class()()
+    if not active or torch._C._len_torch_dispatch_stack():
+        return contextlib.nullcontext()
+    return memo_mode_class()()
 
 
 @functools.cache
@@ -249,10 +255,7 @@ def _tracker_class():
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
-            ins: list = []
-            _tensors(args, ins)
-            if kwargs:
-                _tensors(kwargs.values(), ins)
+            ins = _inputs(args, kwargs)
             handled, out = self._stand_in(func, args, kwargs) if func in stand_in_ops else (False, None)
             if not handled:
                 out, flops = _run(func, args, kwargs, ins)
@@ -263,17 +266,8 @@ def _tracker_class():
                 self._purge()
             # A tensor computed only from weights (a transposed contiguous copy) is a weight copy.
             ws = self.weight_storages
-            weight_derived = False
-            if ins and ws:
-                any_weight = False
-                weight_derived = True
-                for a in ins:
-                    if a.untyped_storage()._cdata in ws:
-                        any_weight = True
-                    elif a.numel() > 1:
-                        weight_derived = False
-                        break
-                weight_derived = weight_derived and any_weight
+            is_weight = [a.untyped_storage()._cdata in ws for a in ins]
+            weight_derived = any(is_weight) and all(w or a.numel() <= 1 for w, a in zip(is_weight, ins))
             outs: list = []
             if isinstance(out, torch.Tensor):
                 outs.append(out)
