@@ -1,5 +1,5 @@
 """``python -m bench``: see ``bench.cli.main``."""
 
-from bench.cli.main import main
+from bench.cli.main import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

@@ -77,6 +77,18 @@ _SIM_WEIGHT = {"integrated_gradients": 4.4, "binary_mask": 2.4, "greedy": 2.1, "
                "activation_patching": 1.2, "evaluator": 0.8, "attribution_patching": 0.8}
 
 
+def _preload(names) -> None:
+    """Import each method's module (IG's and greedy's import captum, half a second each) in this
+    process, so forked workers inherit it; a method that fails to load fails in its simulation."""
+    from bench.registry import load
+
+    for n in names:
+        try:
+            load("method", n)
+        except Exception:  # noqa: BLE001 - reported where it is simulated, with the method's name
+            pass
+
+
 def make_plan(preset, settings: Settings | None = None, world_dir=None, progress: bool = False,
               jobs: int = 1) -> Plan:
     """The plan of every modelled method and the evaluator (``progress``: a bar over them, where a
@@ -115,6 +127,8 @@ def make_plan(preset, settings: Settings | None = None, world_dir=None, progress
         bar.set_postfix_str(items[i])
         bar.update(1)
 
+    if jobs > 1:  # import the methods' modules once, before the fork, not once in every worker
+        _preload(names)
     out = dict(zip(items, forked_map(simulate_item, items, jobs, finished)))
     bar.close()
     methods = [out[n] for n in names]
