@@ -115,3 +115,48 @@ def test_bad_sae_is_rejected(tiny_world):
         SplicedModel(tiny_world.spliced.model, {"blocks.9.hook_resid_post": sae})
     with pytest.raises(BenchError, match="error policy"):
         SplicedModel(tiny_world.spliced.model, {}, error_policy="sometimes")
+
+
+@pytest.mark.parametrize("policy", ["drop", "keep", "mean"])
+def test_final_site_substituted_at_the_last_position_only_changes_nothing(tiny_world, policy):
+    """A run substitutes the final residual's SAE at the last position alone (only the head reads it):
+    its logits, and the gradients into a soft mask at every site, equal those of TransformerLens's
+    full forward with every site substituted at every position (the reference below)."""
+    toks = _tokens(tiny_world)
+    sp = tiny_world.spliced.with_policy(policy)
+    if policy == "mean":
+        sp.fit_error_means(toks)
+    final = sp.sites[-1]
+    assert sp.is_final(final) and not any(sp.is_final(s) for s in sp.sites[:-1])
+    g = torch.Generator().manual_seed(0)
+    repl = {s: torch.rand(toks.shape[1], sp.d_sae(s), generator=g) for s in sp.sites}
+    for kind in ("none", "bool", "float"):
+        masks = {s: torch.rand(toks.shape[1], sp.d_sae(s), generator=g) for s in sp.sites}
+        if kind == "bool":
+            masks = {s: m > 0.5 for s, m in masks.items()}
+        grads = {}
+        for last in (True, False):
+            ms = {s: m.clone().requires_grad_(kind == "float") for s, m in masks.items()}
+            edits = {} if kind == "none" else {s: mask_edit(ms[s], repl[s]) for s in sp.sites}
+            if last:
+                logits = sp.run(toks, edits)
+            else:  # the reference: every position substituted, the head on TL's full residual
+                with sp.spliced(edits):
+                    logits = sp._head(sp.model(toks, stop_at_layer=sp.model.cfg.n_layers))
+            if kind == "float":
+                logits[..., :5].sum().backward()
+                grads[last] = {s: ms[s].grad for s in sp.sites}
+            grads.setdefault("logits", []).append(logits.detach())
+        # The same arithmetic on fewer rows: fp32 matmuls of another shape round differently in the
+        # last bits (~1e-7 here), and the reference also runs the prefix in the same forward (as
+        # test_run_from_site_matches_full_run, 1e-5); a wrong position or error term is off by ~0.1.
+        assert torch.allclose(*grads["logits"], atol=1e-5, rtol=0), (policy, kind)
+        if kind == "float":
+            for s in sp.sites:
+                assert torch.allclose(grads[True][s], grads[False][s], atol=1e-5, rtol=0), (policy, s)
+            assert bool(grads[True][final][:-1].eq(0).all()) and bool(grads[True][final][-1].ne(0).any())
+    x = sp.site_inputs(toks)[final]
+    full = sp.substitute(final, x)
+    assert torch.allclose(sp.substitute(final, x, last_only=True), full[:, -1:], atol=1e-6, rtol=0)
+    cap = {}
+    assert sp.substitute(final, x, capture=cap, last_only=True).shape == x.shape  # capture: every position

@@ -24,7 +24,11 @@ Hooks are installed by ``HookedTransformer.hooks`` inside a context manager and 
 Every metric reads the last position's logits only, so ``run``/``run_from``/``run_plain`` run the
 blocks to the end and apply TransformerLens's head (``ln_final``, ``unembed``, output soft-cap) to
 the last position only: they return ``[batch, 1, d_vocab]`` (``logits[:, -1]`` still works). At a
-256k vocabulary the full ``[batch, pos, d_vocab]`` logits would be the dominant memory.
+256k vocabulary the full ``[batch, pos, d_vocab]`` logits would be the dominant memory. For the
+same reason a site at the final residual (the last block's ``hook_resid_post``, as in the embedded
+world) is substituted at the last position only in those runs, unless its latents are captured:
+its encoder and decoder then run on one position instead of all (a quarter of an evaluation
+forward on the embedded world; ``tests/test_spliced.py`` checks the logits and gradients).
 """
 
 from __future__ import annotations
@@ -175,11 +179,13 @@ class SplicedModel:
     @contextlib.contextmanager
     def spliced(
         self, edits: Mapping[str, Edit] | None = None, capture: dict[str, torch.Tensor] | None = None,
-        error_means: Mapping[str, torch.Tensor] | None = None,
+        error_means: Mapping[str, torch.Tensor] | None = None, last_only: bool = False,
     ) -> Iterator[None]:
         """Install the SAE hooks for the duration of the block; removed even if it raises.
 
         ``capture``, if given, is filled with each site's (edited) latents ``[batch, pos, d_sae]``.
+        ``last_only``: the caller reads the final residual at the last position only (the runs
+        below), so a site there substitutes that position alone (:meth:`substitute`).
         """
         edits = dict(edits or {})
         unknown = set(edits) - set(self.saes)
@@ -190,8 +196,10 @@ class SplicedModel:
             raise RuntimeError("error policy 'mean' needs fit_error_means(...) first")
 
         def make_hook(site: str) -> Callable:
+            last = last_only and self.is_final(site)
+
             def hook_fn(x: torch.Tensor, hook) -> torch.Tensor:
-                return self.substitute(site, x, edits.get(site), capture, means)
+                return self.substitute(site, x, edits.get(site), capture, means, last_only=last)
 
             return hook_fn
 
@@ -202,14 +210,18 @@ class SplicedModel:
     def substitute(
         self, site: str, x: torch.Tensor, edit: Edit | None = None,
         capture: dict[str, torch.Tensor] | None = None, means: Mapping[str, torch.Tensor] | None = None,
-        latents: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None, last_only: bool = False,
     ) -> torch.Tensor:
         """The residual that replaces ``x [batch, pos, d_model]`` at ``site`` (see module doc).
 
         ``latents``: ``encode`` of ``x`` computed earlier (BOS already zeroed), to skip the encoder.
+        ``last_only``: return the last position's residual alone, ``[batch, 1, d_model]``, for a
+        site whose output only the head reads (:meth:`is_final`); nothing is captured then.
         """
         sae = self.saes[site]
         means = self.error_means if means is None else means
+        if last_only and capture is None and x.shape[1] > 1:
+            return self._substitute_last(site, x, edit, means, latents)
         f = self.encode(site, x) if latents is None else latents.to(x.device, x.dtype)
         f_edit = edit(f) if edit is not None else f
         if capture is not None:
@@ -222,6 +234,34 @@ class SplicedModel:
         if self.bos_passthrough:
             out = torch.cat([x[:, :1], out[:, 1:]], dim=1)
         return out
+
+    def _substitute_last(self, site: str, x: torch.Tensor, edit: Edit | None, means: Mapping[str, torch.Tensor],
+                         latents: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`substitute` at the last position only: the encoder and decoder run on one position
+        of ``pos`` (a site at the final residual, where the rest is never read). The edit still sees
+        latents of the full shape ``[batch, pos, d_sae]`` (zeros before the last position), so masks
+        and patches index positions as everywhere else; every edit in the suite acts position by
+        position, so its last position is what the full substitution computes. The SAE acts on each
+        row and position separately, so this equals ``substitute(...)[:, -1:]``
+        (``tests/test_spliced.py`` compares them)."""
+        sae = self.saes[site]
+        x_last = x[:, -1:]
+        f_last = sae.encode(x_last) if latents is None else latents[:, -1:].to(x.device, x.dtype)
+        f_edit = f_last
+        if edit is not None:
+            pad = f_last.new_zeros(f_last.shape[0], x.shape[1] - 1, f_last.shape[2])
+            f_edit = edit(torch.cat([pad, f_last], dim=1))[:, -1:]
+        out = sae.decode(f_edit)
+        if self.error_policy == "keep":
+            out = out + (x_last - sae.decode(f_last))
+        elif self.error_policy == "mean" and site in means:
+            out = out + means[site][x.shape[1] - 1 : x.shape[1]].to(out.dtype)
+        return out
+
+    def is_final(self, site: str) -> bool:
+        """Whether ``site`` is the final residual (the last block's ``hook_resid_post``): after it,
+        only the head reads the residual, at the last position."""
+        return site == f"blocks.{self.model.cfg.n_layers - 1}.hook_resid_post"
 
     def encode(self, site: str, x: torch.Tensor) -> torch.Tensor:
         """The site's SAE latents of residual ``x``, with BOS read as zero (see module doc)."""
@@ -252,9 +292,10 @@ class SplicedModel:
             raise ValueError(f"run_from({site!r}): edits for upstream sites {upstream} cannot apply")
         if self.error_policy == "mean" and site not in self.error_means:
             raise RuntimeError("error policy 'mean' needs fit_error_means(...) first")
-        out = self.substitute(site, x.to(self.device), edits.pop(site, None), capture, latents=latents)
+        out = self.substitute(site, x.to(self.device), edits.pop(site, None), capture, latents=latents,
+                              last_only=self.is_final(site))
         after = self._subset(lambda s: _site_key(s) > key)
-        with after.spliced(edits, capture):
+        with after.spliced(edits, capture, last_only=True):
             resid = self.model(out, start_at_layer=start, stop_at_layer=self.model.cfg.n_layers)
         logits = self._head(resid)
         n_layers = self.model.cfg.n_layers
@@ -320,7 +361,7 @@ class SplicedModel:
         if self._prefix_start() is not None:
             return self.run_from(self.sites[0], self.prefix(tokens, count=False).resid, edits, capture, fraction=1.0)
         tokens = tokens.to(self.device)
-        with self.spliced(edits, capture):
+        with self.spliced(edits, capture, last_only=True):
             resid = self.model(tokens, stop_at_layer=self.model.cfg.n_layers)
         logits = self._head(resid)
         self._count(logits, len(tokens))
