@@ -169,6 +169,21 @@ def test_logits_mode_is_read_from_the_code_and_forcing_all_costs_more():
     assert full.methods[0].working - last.methods[0].working >= 0.9 * one
 
 
+def test_all_position_logits_substitute_the_final_site_at_every_position(tiny_world):
+    """A run substitutes a final-residual site at the last position only (bench.model.spliced); the
+    planner's all-position logits replace the head, and must then see every position's residual."""
+    import torch
+
+    from bench.plan.estimate import logits_mode
+
+    sp = tiny_world.spliced
+    assert sp.is_final(sp.sites[-1])
+    toks = torch.randint(1, sp.model.cfg.d_vocab, (3, 9))
+    assert sp.run(toks).shape == (3, 1, sp.model.cfg.d_vocab)
+    with logits_mode(sp, "all"):
+        assert sp.run(toks).shape == (3, 9, sp.model.cfg.d_vocab)
+
+
 def test_committed_validation_is_within_25_percent():
     """benchmarks/plan_validation.py measured real peaks on >= 3 random-weight sizes (CPU, fresh processes)."""
     v = json.loads(VALIDATION.read_text())

@@ -118,45 +118,64 @@ def test_bad_sae_is_rejected(tiny_world):
 
 
 @pytest.mark.parametrize("policy", ["drop", "keep", "mean"])
-def test_final_site_substituted_at_the_last_position_only_changes_nothing(tiny_world, policy):
+def test_final_site_substituted_at_the_last_position_only_changes_nothing(tiny_world, policy, monkeypatch):
     """A run substitutes the final residual's SAE at the last position alone (only the head reads it):
     its logits, and the gradients into a soft mask at every site, equal those of TransformerLens's
     full forward with every site substituted at every position (the reference below)."""
-    toks = _tokens(tiny_world)
+    toks = _tokens(tiny_world, 12)
+    toks, other = toks[:6], toks[6:]
     sp = tiny_world.spliced.with_policy(policy)
     if policy == "mean":
-        sp.fit_error_means(toks)
+        sp.fit_error_means(other)  # other prompts: a wrong position of the means would show
     final = sp.sites[-1]
     assert sp.is_final(final) and not any(sp.is_final(s) for s in sp.sites[:-1])
+    decoded = []  # positions the final SAE decodes, per call
+    dec = sp.saes[final].decode
+    monkeypatch.setattr(sp.saes[final], "decode", lambda f: decoded.append(f.shape[1]) or dec(f))
     g = torch.Generator().manual_seed(0)
-    repl = {s: torch.rand(toks.shape[1], sp.d_sae(s), generator=g) for s in sp.sites}
-    for kind in ("none", "bool", "float"):
-        masks = {s: torch.rand(toks.shape[1], sp.d_sae(s), generator=g) for s in sp.sites}
-        if kind == "bool":
+    P = toks.shape[1]
+    repl = {s: torch.rand(P, sp.d_sae(s), generator=g) for s in sp.sites}
+    rows = {s: torch.rand(len(toks), P, sp.d_sae(s), generator=g) for s in sp.sites}  # one per prompt
+    for kind in ("none", "bool", "float", "per-row"):
+        masks = {s: torch.rand(P, sp.d_sae(s), generator=g) for s in sp.sites}
+        if kind in ("bool", "per-row"):
             masks = {s: m > 0.5 for s, m in masks.items()}
-        grads = {}
+        r = rows if kind == "per-row" else repl
+        grads, logits_of = {}, {}
         for last in (True, False):
             ms = {s: m.clone().requires_grad_(kind == "float") for s, m in masks.items()}
-            edits = {} if kind == "none" else {s: mask_edit(ms[s], repl[s]) for s in sp.sites}
+            edits = {} if kind == "none" else {s: mask_edit(ms[s], r[s]) for s in sp.sites}
+            decoded.clear()
             if last:
                 logits = sp.run(toks, edits)
+                assert decoded and set(decoded) == {1}, decoded  # the final SAE decoded the last position only
             else:  # the reference: every position substituted, the head on TL's full residual
                 with sp.spliced(edits):
                     logits = sp._head(sp.model(toks, stop_at_layer=sp.model.cfg.n_layers))
+                assert decoded[-1] == P
             if kind == "float":
                 logits[..., :5].sum().backward()
                 grads[last] = {s: ms[s].grad for s in sp.sites}
-            grads.setdefault("logits", []).append(logits.detach())
+            logits_of[last] = logits.detach()
         # The same arithmetic on fewer rows: fp32 matmuls of another shape round differently in the
         # last bits (~1e-7 here), and the reference also runs the prefix in the same forward (as
-        # test_run_from_site_matches_full_run, 1e-5); a wrong position or error term is off by ~0.1.
-        assert torch.allclose(*grads["logits"], atol=1e-5, rtol=0), (policy, kind)
+        # test_run_from_site_matches_full_run, 1e-5); the breaks tried (the mean error of position 0,
+        # no error term under keep, the unedited latents decoded) fail it.
+        assert torch.allclose(logits_of[True], logits_of[False], atol=1e-5, rtol=0), (policy, kind)
         if kind == "float":
             for s in sp.sites:
                 assert torch.allclose(grads[True][s], grads[False][s], atol=1e-5, rtol=0), (policy, s)
             assert bool(grads[True][final][:-1].eq(0).all()) and bool(grads[True][final][-1].ne(0).any())
+    # run_from the final site itself, with its latents given (as a cached prefix passes them)
     x = sp.site_inputs(toks)[final]
+    f = sp.encode(final, x)
+    edit = {final: mask_edit(masks[final], repl[final])}
+    with sp.spliced(edit):
+        ref = sp._head(sp.model(toks, stop_at_layer=sp.model.cfg.n_layers))
+    assert torch.allclose(sp.run_from(final, x, dict(edit), latents=f), ref, atol=1e-5, rtol=0)
     full = sp.substitute(final, x)
     assert torch.allclose(sp.substitute(final, x, last_only=True), full[:, -1:], atol=1e-6, rtol=0)
-    cap = {}
+    cap, cap_ref = {}, {}
     assert sp.substitute(final, x, capture=cap, last_only=True).shape == x.shape  # capture: every position
+    sp.substitute(final, x, capture=cap_ref)
+    assert torch.equal(cap[final], cap_ref[final])

@@ -74,8 +74,11 @@ def entry() -> int:
     """The process entry point (``python -m bench``, the ``sae-circuit-bench`` script): :func:`main`,
     then, with everything the command made saved, ``gc.freeze()`` so the interpreter's exit skips the
     collector's walk over the millions of objects torch, TransformerLens and transformers leave (about
-    1.5 s of a short command such as ``bench plan``). Objects are still finalised as modules are
-    cleared, and atexit handlers still run. Not in :func:`main`, which tests call in-process."""
+    1.5 s of a short command such as ``bench plan``). Atexit handlers still run (Ray's shutdown,
+    multiprocessing's, ``weakref.finalize``) and objects freed by reference counting as modules are
+    cleared are still finalised, but an object caught in a reference cycle is not: whatever a command
+    must write is written and closed before :func:`main` returns (results, locks and worker pools
+    are closed explicitly). Not in :func:`main`, which tests call in-process."""
     code = main()
     gc.freeze()
     return code

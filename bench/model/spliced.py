@@ -27,8 +27,10 @@ the last position only: they return ``[batch, 1, d_vocab]`` (``logits[:, -1]`` s
 256k vocabulary the full ``[batch, pos, d_vocab]`` logits would be the dominant memory. For the
 same reason a site at the final residual (the last block's ``hook_resid_post``, as in the embedded
 world) is substituted at the last position only in those runs, unless its latents are captured:
-its encoder and decoder then run on one position instead of all (a quarter of an evaluation
-forward on the embedded world; ``tests/test_spliced.py`` checks the logits and gradients).
+its encoder and decoder then run on one position instead of all (an evaluation forward on the
+embedded world's dict prompts, 36 positions, takes 0.81 of the time; ``tests/test_spliced.py`` checks
+the logits and gradients). An instance whose ``_head`` is replaced (the planner's all-positions
+logits, ``bench.plan.estimate.logits_mode``) reads every position, so it substitutes every one.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ import torch
 
 ERROR_POLICIES: tuple[str, ...] = ("drop", "keep", "mean")
 
-# An edit maps the latents at one site [batch, pos, d_sae] to edited latents of the same shape.
+# An edit maps the latents at one site [batch, pos, d_sae] to edited latents of the same shape. It
+# must act on each position separately and keep no reference to its input: at a final-residual
+# site a run substitutes the last position only, and the edit then sees zeros before it.
 Edit = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -255,8 +259,15 @@ class SplicedModel:
         if self.error_policy == "keep":
             out = out + (x_last - sae.decode(f_last))
         elif self.error_policy == "mean" and site in means:
+            if len(means[site]) < x.shape[1]:
+                raise ValueError(f"{site}: error means fitted on {len(means[site])} positions, prompts have {x.shape[1]}")
             out = out + means[site][x.shape[1] - 1 : x.shape[1]].to(out.dtype)
         return out
+
+    def _head_reads_last(self) -> bool:
+        """Whether this instance's head is the class's (last position only); the planner replaces it
+        on an instance to price all-position logits, which read every position of the residual."""
+        return "_head" not in self.__dict__
 
     def is_final(self, site: str) -> bool:
         """Whether ``site`` is the final residual (the last block's ``hook_resid_post``): after it,
@@ -292,10 +303,11 @@ class SplicedModel:
             raise ValueError(f"run_from({site!r}): edits for upstream sites {upstream} cannot apply")
         if self.error_policy == "mean" and site not in self.error_means:
             raise RuntimeError("error policy 'mean' needs fit_error_means(...) first")
+        last = self._head_reads_last()
         out = self.substitute(site, x.to(self.device), edits.pop(site, None), capture, latents=latents,
-                              last_only=self.is_final(site))
+                              last_only=last and self.is_final(site))
         after = self._subset(lambda s: _site_key(s) > key)
-        with after.spliced(edits, capture, last_only=True):
+        with after.spliced(edits, capture, last_only=last):
             resid = self.model(out, start_at_layer=start, stop_at_layer=self.model.cfg.n_layers)
         logits = self._head(resid)
         n_layers = self.model.cfg.n_layers
@@ -361,7 +373,7 @@ class SplicedModel:
         if self._prefix_start() is not None:
             return self.run_from(self.sites[0], self.prefix(tokens, count=False).resid, edits, capture, fraction=1.0)
         tokens = tokens.to(self.device)
-        with self.spliced(edits, capture, last_only=True):
+        with self.spliced(edits, capture, last_only=self._head_reads_last()):
             resid = self.model(tokens, stop_at_layer=self.model.cfg.n_layers)
         logits = self._head(resid)
         self._count(logits, len(tokens))
