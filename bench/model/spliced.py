@@ -28,7 +28,7 @@ the last position only: they return ``[batch, 1, d_vocab]`` (``logits[:, -1]`` s
 same reason a site at the final residual (the last block's ``hook_resid_post``, as in the embedded
 world) is substituted at the last position only in those runs, unless its latents are captured:
 its encoder and decoder then run on one position instead of all (an evaluation forward on the
-embedded world's dict prompts, 36 positions, takes 0.81 of the time; ``tests/test_spliced.py`` checks
+embedded world's dict prompts, 36 positions, takes 0.8 to 0.9 of the time; ``tests/test_spliced.py`` checks
 the logits and gradients). An instance whose ``_head`` is replaced (the planner's all-positions
 logits, ``bench.plan.estimate.logits_mode``) reads every position, so it substitutes every one.
 """

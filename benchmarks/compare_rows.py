@@ -1,0 +1,90 @@
+"""Do two runs' rows agree? The check behind "rows unchanged by the speed work".
+
+    python benchmarks/compare_rows.py BEFORE_DIR AFTER_DIR [--json OUT.json]
+
+Reads each directory's ``results.parquet`` and compares them row by row, leaving out the rows that
+measure cost (wall time, memory) and the ``code_version`` column, which differ by design. Prints
+"identical" or, per (method, task, metric), how many rows differ and by how much at most; with
+``--json`` writes the same as a file. Exit code 0 when identical, 1 when not, 2 when the two tables
+do not even hold the same rows (different counts or keys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+COST = {"cell_wall_seconds", "cell_peak_memory_mb", "wall_seconds", "peak_memory_mb"}
+KEYS = ["method", "task", "seed", "split", "metric", "circuit", "k", "site", "pos", "latent", "sample"]
+
+
+def load(d: Path) -> pd.DataFrame:
+    df = pd.read_parquet(d / "results.parquet")
+    return df[~df.metric.isin(COST)].drop(columns=["code_version"]).reset_index(drop=True)
+
+
+def _same(x, y) -> bool:
+    if x is None and y is None:
+        return True
+    try:
+        return bool(np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True))
+    except TypeError:
+        return bool(np.array_equal(np.asarray(x), np.asarray(y)))
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame) -> dict:
+    if len(a) != len(b):
+        return {"identical": False, "rows": [len(a), len(b)], "error": "different row counts"}
+    keys = [k for k in KEYS if k in a.columns]
+    ka, kb = a[keys].astype(str), b[keys].astype(str)
+    # k and the circuit's contents may move with the method's output; the metric and method must not
+    if not (ka[["method", "task", "metric"]].equals(kb[["method", "task", "metric"]])):
+        return {"identical": False, "rows": [len(a), len(b)], "error": "rows hold different methods, tasks or metrics"}
+    diff = np.zeros(len(a), dtype=bool)
+    for c in a.columns:
+        if c == "per_prompt":
+            diff |= np.array([not _same(x, y) for x, y in zip(a[c], b[c])])
+        elif a[c].dtype.kind in "fiu":
+            diff |= ~((a[c] == b[c]) | (a[c].isna() & b[c].isna())).to_numpy()
+        else:
+            diff |= (a[c].astype(str) != b[c].astype(str)).to_numpy()
+    out = {"identical": not diff.any(), "rows": len(a), "rows_differing": int(diff.sum()), "by_metric": []}
+    if diff.any():
+        d = a.loc[diff, ["method", "task", "metric", "k"]].copy()
+        d["abs_diff"] = (a.loc[diff, "value"] - b.loc[diff, "value"]).abs()
+        for (m, t, met), g in d.groupby(["method", "task", "metric"]):
+            out["by_metric"].append({"method": m, "task": t, "metric": met, "rows": len(g),
+                                     "max_abs_diff": float(g.abs_diff.max()),
+                                     "smallest_k": None if g.k.isna().all() else float(g.k.min())})
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("before", type=Path)
+    ap.add_argument("after", type=Path)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    res = compare(load(args.before), load(args.after))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    if "error" in res:
+        print(f"not comparable: {res['error']} ({res['rows']})")
+        return 2
+    if res["identical"]:
+        print(f"identical: {res['rows']} rows (cost rows and code_version aside)")
+        return 0
+    print(f"{res['rows_differing']} of {res['rows']} rows differ:")
+    for r in res["by_metric"]:
+        print(f"  {r['method']} {r['task']} {r['metric']}: {r['rows']} rows, max |diff| {r['max_abs_diff']:.3g}"
+              + (f", k >= {r['smallest_k']:g}" if r["smallest_k"] is not None else ""))
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
