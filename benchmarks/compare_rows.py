@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-COST = {"cell_wall_seconds", "cell_peak_memory_mb", "wall_seconds", "peak_memory_mb", "edge_universe_seconds"}
+from bench.run.costs import COST_METRICS as COST
+
 KEYS = ["method", "task", "seed", "split", "metric", "circuit", "k", "site", "pos", "latent", "sample"]
 
 

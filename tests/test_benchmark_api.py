@@ -12,10 +12,11 @@ import pytest
 import bench
 from bench.cli.main import main
 from bench.errors import UsageError
+from bench.run.costs import COST_METRICS
 
 pytestmark = pytest.mark.slow
 
-COST = {"wall_seconds", "peak_memory_mb", "cell_wall_seconds", "cell_peak_memory_mb"}
+COST = COST_METRICS  # measurements, not results: excluded from equality
 # What names the model rather than measures it: the preset's name and the model's, and the hash of
 # the code version (identical here, excluded for clarity of what is compared).
 IDENTITY = ["preset", "model", "code_version"]

@@ -29,8 +29,8 @@ same reason a site at the final residual (the last block's ``hook_resid_post``, 
 world) is substituted at the last position only in those runs, unless its latents are captured:
 its encoder and decoder then run on one position instead of all (an evaluation forward on the
 embedded world's dict prompts, 36 positions, takes 0.8 to 0.9 of the time; ``tests/test_spliced.py`` checks
-the logits and gradients). An instance whose ``_head`` is replaced (the planner's all-positions
-logits, ``bench.plan.estimate.logits_mode``) reads every position, so it substitutes every one.
+the logits and gradients). With ``all_position_logits`` set (the planner's all-positions logits,
+``bench.plan.estimate.logits_mode``) the head reads every position, and every one is substituted.
 """
 
 from __future__ import annotations
@@ -135,6 +135,9 @@ class SplicedModel:
     bos_passthrough: bool = True
     error_means: dict[str, torch.Tensor] = field(default_factory=dict)
     counter: PassCounter = field(default_factory=PassCounter)
+    # The planner prices logits at every position (bench.plan.estimate.logits_mode): the head then
+    # reads every position, so no site is substituted at the last position alone.
+    all_position_logits: bool = False
 
     def __post_init__(self) -> None:
         from bench.errors import InputError
@@ -264,11 +267,6 @@ class SplicedModel:
             out = out + means[site][x.shape[1] - 1 : x.shape[1]].to(out.dtype)
         return out
 
-    def _head_reads_last(self) -> bool:
-        """Whether this instance's head is the class's (last position only); the planner replaces it
-        on an instance to price all-position logits, which read every position of the residual."""
-        return "_head" not in self.__dict__
-
     def is_final(self, site: str) -> bool:
         """Whether ``site`` is the final residual (the last block's ``hook_resid_post``): after it,
         only the head reads the residual, at the last position."""
@@ -303,7 +301,7 @@ class SplicedModel:
             raise ValueError(f"run_from({site!r}): edits for upstream sites {upstream} cannot apply")
         if self.error_policy == "mean" and site not in self.error_means:
             raise RuntimeError("error policy 'mean' needs fit_error_means(...) first")
-        last = self._head_reads_last()
+        last = not self.all_position_logits
         out = self.substitute(site, x.to(self.device), edits.pop(site, None), capture, latents=latents,
                               last_only=last and self.is_final(site))
         after = self._subset(lambda s: _site_key(s) > key)
@@ -373,7 +371,7 @@ class SplicedModel:
         if self._prefix_start() is not None:
             return self.run_from(self.sites[0], self.prefix(tokens, count=False).resid, edits, capture, fraction=1.0)
         tokens = tokens.to(self.device)
-        with self.spliced(edits, capture, last_only=self._head_reads_last()):
+        with self.spliced(edits, capture, last_only=not self.all_position_logits):
             resid = self.model(tokens, stop_at_layer=self.model.cfg.n_layers)
         logits = self._head(resid)
         self._count(logits, len(tokens))
@@ -387,14 +385,16 @@ class SplicedModel:
         return logits
 
     def _head(self, resid: torch.Tensor) -> torch.Tensor:
-        """``HookedTransformer.forward`` after the blocks (TL 3.9), on the last position only.
+        """``HookedTransformer.forward`` after the blocks (TL 3.9), on the last position only (on
+        every position with ``all_position_logits``, the planner's comparison).
 
         TL applies ``ln_final`` when ``normalization_type`` is set, then ``unembed``, then the
         output soft-cap ``cap * tanh(logits / cap)`` when ``output_logits_soft_cap > 0``. All three
         act on each position separately, so slicing the last position first changes nothing.
         """
         model = self.model
-        resid = resid[:, -1:]
+        if not self.all_position_logits:
+            resid = resid[:, -1:]
         if model.cfg.normalization_type is not None:
             resid = model.ln_final(resid)
         logits = model.unembed(resid)

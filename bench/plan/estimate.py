@@ -119,30 +119,21 @@ def method_instance(name: str, options: dict):
 @contextlib.contextmanager
 def logits_mode(sp, mode: str):
     """Force the unembedding onto all positions or the last one, whatever ``SplicedModel`` does."""
-    import torch
-
     if mode == "code":
         yield
         return
     model = sp.model
-    if mode == "all" and not hasattr(type(sp), "_head"):
+    if mode == "all" and not hasattr(sp, "all_position_logits"):
         if code_logits_mode() != "all":
-            raise RuntimeError("cannot force all-position logits: SplicedModel has no _head to replace")
+            raise RuntimeError("cannot force all-position logits: SplicedModel has no all_position_logits switch")
         yield
         return
-    if mode == "all":
-        def full_head(resid):
-            if model.cfg.normalization_type is not None:
-                resid = model.ln_final(resid)
-            logits = model.unembed(resid)
-            cap = getattr(model.cfg, "output_logits_soft_cap", 0.0) or 0.0
-            return cap * torch.tanh(logits / cap) if cap > 0 else logits
-
-        sp._head = full_head
+    if mode == "all":  # the model's own head, on every position
+        sp.all_position_logits = True
         try:
             yield
         finally:
-            del sp._head
+            sp.all_position_logits = False
         return
     if mode == "last":
         h = model.unembed.register_forward_pre_hook(lambda mod, args: (args[0][:, -1:],))

@@ -33,6 +33,12 @@ from bench.run import heap
 FRESH_WORKER_ENV = "BENCH_FRESH_WORKER"  # set by executors that start a process per cell
 
 
+# The rows that measure what a run cost rather than what it found: they differ between two runs of
+# the same code, so every comparison of results ("rows unchanged") leaves them out.
+COST_METRICS = frozenset({"wall_seconds", "peak_memory_mb", "cell_wall_seconds", "cell_peak_memory_mb",
+                          "edge_universe_seconds"})
+
+
 @dataclass
 class CostMeter:
     counter: object
