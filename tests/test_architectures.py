@@ -248,3 +248,86 @@ def test_listing_is_lazy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def _last_block_positions(sp, call):
+    """``call()``'s result and the positions the last block's MLP computed (per forward)."""
+    seen = []
+    name = f"blocks.{sp.model.cfg.n_layers - 1}.hook_mlp_out"
+    with sp.model.hooks(fwd_hooks=[(name, lambda x, hook: seen.append(x.shape[1]))]):
+        out = call()
+    return out, seen
+
+
+def _grads(sp, toks, site, run):
+    """Logits and the gradient into a per-latent scale at ``site`` (as a float mask's)."""
+    w = torch.full((sp.d_sae(site),), 0.7, requires_grad=True)
+    logits = run({site: lambda f: f * w})
+    logits[..., :5].sum().backward()
+    return logits.detach(), w.grad
+
+
+# Tolerance 1e-5, as above: the short last block does the same fp32 operations on fewer rows (its
+# matmuls round differently in the last bits, ~1e-6 here). Breaks tried, each failing here or in
+# tests/test_spliced.py: the earlier positions' keys and values computed without ln1, the final
+# site's mean error taken at position 0, the final site's hook not told the prompts' length, a site
+# inside the last block ignored.
+@pytest.mark.parametrize("build,layers", [(_gemma2_like, (0, 1, 3)), (_gemma2_like, (0, 1, 2)), (_gpt2_like, None)],
+                         ids=["gemma-2-final-site", "gemma-2-free-last-block", "gpt2-resid-pre"])
+@pytest.mark.parametrize("policy", ["drop", "keep"])
+def test_last_block_runs_at_the_last_position_alone(build, layers, policy):
+    """The last block computes the last position only (its keys and values from every position),
+    where no site sits inside it; its logits and gradients equal TransformerLens's full forward."""
+    model, hooks, kind = build()
+    if layers is not None:
+        hooks = [f"blocks.{i}.hook_resid_post" for i in layers]
+    sp = SplicedModel(model, _saes(hooks, kind), policy)
+    toks = _toy_data().clean
+    P, last = toks.shape[1], model.cfg.n_layers - 1
+    inputs = sp.site_inputs(toks)
+    for site in sp.sites:
+        # a site inside the last block other than its resid_post (gpt2's blocks.3.hook_resid_pre)
+        # downstream of ``site`` makes the whole block run
+        inside = any(s != site and s == f"blocks.{last}.hook_resid_pre" for s in sp.sites)
+        edits = {site: _edit_scale}
+        got, seen = _last_block_positions(sp, lambda site=site, edits=edits: sp.run_from(site, inputs[site], dict(edits)))
+        assert torch.allclose(got, _hooked(sp, toks, edits), atol=1e-5), site
+        if site != f"blocks.{last}.hook_resid_post":
+            assert seen == [P if inside else 1], (site, seen)
+        g_short = _grads(sp, toks, site, lambda e, site=site: sp.run_from(site, inputs[site], e))
+
+        def full(e):  # the reference for the gradients: TL's forward, every block at every position
+            with sp.spliced(e):
+                return sp.model(toks)[:, -1:]
+
+        g_full = _grads(sp, toks, site, full)
+        assert torch.allclose(g_short[0], g_full[0], atol=1e-5), site
+        assert torch.allclose(g_short[1], g_full[1], atol=1e-5), site
+        assert g_full[1].abs().max() > 1e-3, site  # the gradient is not trivially zero
+    got, seen = _last_block_positions(sp, lambda: sp.run(toks))
+    assert torch.allclose(got, _hooked(sp, toks, {}), atol=1e-5) and seen == [P if layers is None else 1]
+
+
+def test_the_last_block_runs_whole_where_its_architecture_needs_it():
+    from bench.model.last_block import unsupported
+
+    model, hooks, kind = _gemma2_like()
+    assert unsupported(model.cfg) is None
+    assert unsupported(_gpt2_like()[0].cfg) is None
+    cfg = model.cfg
+    for field, value, reason in [("positional_embedding_type", "shortformer", "shortformer"),
+                                 ("original_architecture", "Olmo2ForCausalLM", "Olmo2"),
+                                 ("use_split_qkv_input", True, "per-head"), ("attention_dir", "bidirectional", "bidirectional")]:
+        before = getattr(cfg, field)
+        setattr(cfg, field, value)
+        try:
+            assert reason in (unsupported(cfg) or ""), field
+        finally:
+            setattr(cfg, field, before)
+    # per-head attention inputs (on the GPT-2 weights): the block runs whole and still equals TL's forward
+    model, hooks, kind = _gpt2_like()
+    model.cfg.use_split_qkv_input = True
+    sp = SplicedModel(model, _saes([f"blocks.{i}.hook_resid_post" for i in (0, 1)], kind), "drop")
+    toks = _toy_data().clean
+    got, seen = _last_block_positions(sp, lambda: sp.run(toks, {sp.sites[0]: _edit_scale}))
+    assert seen == [toks.shape[1]] and torch.allclose(got, _hooked(sp, toks, {sp.sites[0]: _edit_scale}), atol=1e-5)

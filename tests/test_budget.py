@@ -229,7 +229,7 @@ def test_the_run_budget_comes_from_the_flag_or_cuda_and_is_absent_on_cpu(tiny, m
     monkeypatch.undo()
     # --max-memory on the run path: fitted options land in the config, one log line per method
     with caplog.at_level(logging.INFO, logger="bench"):
-        args = ns("--max-memory", "1.15")  # the mask's default 256 rows do not fit here (160 do)
+        args = ns("--max-memory", "1.12")  # the mask's default 256 rows do not fit here (176 do)
         cfg = _config(args, args.tasks, args.methods)
     assert cfg.method_options["binary_mask"]["max_rows"] < 256 and cfg.max_rows <= 128
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("budget: ")]

@@ -31,6 +31,10 @@ its encoder and decoder then run on one position instead of all (an evaluation f
 embedded world's dict prompts, 36 positions, takes 0.8 to 0.9 of the time; ``tests/test_spliced.py`` checks
 the logits and gradients). With ``all_position_logits`` set (the planner's all-positions logits,
 ``bench.plan.estimate.logits_mode``) the head reads every position, and every one is substituted.
+Likewise the last block itself runs at the last position only in those runs (its keys and values
+from every position, through TransformerLens's key-value cache path: :mod:`bench.model.last_block`),
+where its architecture allows it and no site sits inside it; logits and gradients equal the full
+forward's to float rounding (``tests/test_architectures.py``).
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
+
+from bench.model import last_block
 
 ERROR_POLICIES: tuple[str, ...] = ("drop", "keep", "mean")
 
@@ -187,12 +193,15 @@ class SplicedModel:
     def spliced(
         self, edits: Mapping[str, Edit] | None = None, capture: dict[str, torch.Tensor] | None = None,
         error_means: Mapping[str, torch.Tensor] | None = None, last_only: bool = False,
+        positions: int | None = None,
     ) -> Iterator[None]:
         """Install the SAE hooks for the duration of the block; removed even if it raises.
 
         ``capture``, if given, is filled with each site's (edited) latents ``[batch, pos, d_sae]``.
         ``last_only``: the caller reads the final residual at the last position only (the runs
         below), so a site there substitutes that position alone (:meth:`substitute`).
+        ``positions``: the prompts' length when the last block runs at the last position only
+        (:mod:`bench.model.last_block`), so a final site's hook sees one of them.
         """
         edits = dict(edits or {})
         unknown = set(edits) - set(self.saes)
@@ -206,7 +215,8 @@ class SplicedModel:
             last = last_only and self.is_final(site)
 
             def hook_fn(x: torch.Tensor, hook) -> torch.Tensor:
-                return self.substitute(site, x, edits.get(site), capture, means, last_only=last)
+                return self.substitute(site, x, edits.get(site), capture, means, last_only=last,
+                                       positions=positions if last else None)
 
             return hook_fn
 
@@ -217,18 +227,21 @@ class SplicedModel:
     def substitute(
         self, site: str, x: torch.Tensor, edit: Edit | None = None,
         capture: dict[str, torch.Tensor] | None = None, means: Mapping[str, torch.Tensor] | None = None,
-        latents: torch.Tensor | None = None, last_only: bool = False,
+        latents: torch.Tensor | None = None, last_only: bool = False, positions: int | None = None,
     ) -> torch.Tensor:
         """The residual that replaces ``x [batch, pos, d_model]`` at ``site`` (see module doc).
 
         ``latents``: ``encode`` of ``x`` computed earlier (BOS already zeroed), to skip the encoder.
         ``last_only``: return the last position's residual alone, ``[batch, 1, d_model]``, for a
         site whose output only the head reads (:meth:`is_final`); nothing is captured then.
+        ``positions``: with ``last_only``, the prompts' length when ``x`` holds their last position
+        only (the last block ran there alone).
         """
         sae = self.saes[site]
         means = self.error_means if means is None else means
-        if last_only and capture is None and x.shape[1] > 1:
-            return self._substitute_last(site, x, edit, means, latents)
+        n = positions or x.shape[1]
+        if last_only and capture is None and n > 1:
+            return self._substitute_last(site, x[:, -1:], n, edit, means, latents)
         f = self.encode(site, x) if latents is None else latents.to(x.device, x.dtype)
         f_edit = edit(f) if edit is not None else f
         if capture is not None:
@@ -242,29 +255,28 @@ class SplicedModel:
             out = torch.cat([x[:, :1], out[:, 1:]], dim=1)
         return out
 
-    def _substitute_last(self, site: str, x: torch.Tensor, edit: Edit | None, means: Mapping[str, torch.Tensor],
-                         latents: torch.Tensor | None) -> torch.Tensor:
-        """:meth:`substitute` at the last position only: the encoder and decoder run on one position
-        of ``pos`` (a site at the final residual, where the rest is never read). The edit still sees
-        latents of the full shape ``[batch, pos, d_sae]`` (zeros before the last position), so masks
-        and patches index positions as everywhere else; every edit in the suite acts position by
-        position, so its last position is what the full substitution computes. The SAE acts on each
-        row and position separately, so this equals ``substitute(...)[:, -1:]``
-        (``tests/test_spliced.py`` compares them)."""
+    def _substitute_last(self, site: str, x_last: torch.Tensor, n: int, edit: Edit | None,
+                         means: Mapping[str, torch.Tensor], latents: torch.Tensor | None) -> torch.Tensor:
+        """:meth:`substitute` at the last position of ``n`` only, ``x_last [batch, 1, d_model]``:
+        the encoder and decoder run on one position (a site at the final residual, where the rest
+        is never read). The edit still sees latents of the full shape ``[batch, n, d_sae]`` (zeros
+        before the last position), so masks and patches index positions as everywhere else; every
+        edit in the suite acts position by position, so its last position is what the full
+        substitution computes. The SAE acts on each row and position separately, so this equals
+        ``substitute(...)[:, -1:]`` (``tests/test_spliced.py`` compares them)."""
         sae = self.saes[site]
-        x_last = x[:, -1:]
-        f_last = sae.encode(x_last) if latents is None else latents[:, -1:].to(x.device, x.dtype)
+        f_last = sae.encode(x_last) if latents is None else latents[:, -1:].to(x_last.device, x_last.dtype)
         f_edit = f_last
         if edit is not None:
-            pad = f_last.new_zeros(f_last.shape[0], x.shape[1] - 1, f_last.shape[2])
+            pad = f_last.new_zeros(f_last.shape[0], n - 1, f_last.shape[2])
             f_edit = edit(torch.cat([pad, f_last], dim=1))[:, -1:]
         out = sae.decode(f_edit)
         if self.error_policy == "keep":
             out = out + (x_last - sae.decode(f_last))
         elif self.error_policy == "mean" and site in means:
-            if len(means[site]) < x.shape[1]:
-                raise ValueError(f"{site}: error means fitted on {len(means[site])} positions, prompts have {x.shape[1]}")
-            out = out + means[site][x.shape[1] - 1 : x.shape[1]].to(out.dtype)
+            if len(means[site]) < n:
+                raise ValueError(f"{site}: error means fitted on {len(means[site])} positions, prompts have {n}")
+            out = out + means[site][n - 1 : n].to(out.dtype)
         return out
 
     def is_final(self, site: str) -> bool:
@@ -305,12 +317,26 @@ class SplicedModel:
         out = self.substitute(site, x.to(self.device), edits.pop(site, None), capture, latents=latents,
                               last_only=last and self.is_final(site))
         after = self._subset(lambda s: _site_key(s) > key)
-        with after.spliced(edits, capture, last_only=last):
-            resid = self.model(out, start_at_layer=start, stop_at_layer=self.model.cfg.n_layers)
-        logits = self._head(resid)
         n_layers = self.model.cfg.n_layers
+        short = last and capture is None and start < n_layers and after._last_block_alone()
+        with after.spliced(edits, capture, last_only=last, positions=x.shape[1] if short else None):
+            if not short:
+                resid = self.model(out, start_at_layer=start, stop_at_layer=n_layers)
+            else:  # the last block at the last position only (bench.model.last_block)
+                if start < n_layers - 1:
+                    out = self.model(out, start_at_layer=start, stop_at_layer=n_layers - 1)
+                resid = last_block.last_position(self.model.blocks[n_layers - 1], out)
+        logits = self._head(resid)
         self._count(logits, len(x), (n_layers - start) / n_layers if fraction is None else fraction)
         return logits
+
+    def _last_block_alone(self) -> bool:
+        """Whether the last block may run at the last position only: its architecture allows it
+        (:func:`bench.model.last_block.unsupported`) and no site of this model sits inside it
+        (a site at its ``hook_resid_post``, the final residual, is substituted there alone)."""
+        n = self.model.cfg.n_layers
+        inside = [s for s in self.saes if _site_key(s) >= (n - 1, 0) and not self.is_final(s)]
+        return not inside and last_block.unsupported(self.model.cfg) is None
 
     def _prefix_start(self) -> int | None:
         """The block a run resumes at after the first site, or None when the first site is not a
