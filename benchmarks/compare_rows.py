@@ -7,6 +7,11 @@ measure cost (wall time, memory) and the ``code_version`` column, which differ b
 "identical" or, per (method, task, metric), how many rows differ and by how much at most; with
 ``--json`` writes the same as a file. Exit code 0 when identical, 1 when not, 2 when the two tables
 do not even hold the same rows (different counts or keys).
+
+Where both directories hold the report's ``summary_pairwise.csv`` (a run with its report), it also
+says whether any matched-size verdict (``verdict``, ``verdict_interval``: beats, tied, loses) changed
+and how far the compared F values and their intervals moved: rows that differ by float rounding
+may still leave every verdict as it was.
 """
 
 from __future__ import annotations
@@ -65,6 +70,26 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     return out
 
 
+VERDICT_COLUMNS = ["verdict", "verdict_interval"]
+PAIR_KEYS = ["task", "target", "method", "vs"]
+
+
+def compare_verdicts(before: Path, after: Path) -> dict | None:
+    """The matched-size verdicts of two runs' reports (``summary_pairwise.csv``), or None if either
+    has none."""
+    fa, fb = before / "summary_pairwise.csv", after / "summary_pairwise.csv"
+    if not (fa.exists() and fb.exists()):
+        return None
+    a, b = pd.read_csv(fa), pd.read_csv(fb)
+    m = a.merge(b, on=PAIR_KEYS, how="outer", suffixes=("_before", "_after"), indicator=True)
+    changed = [{**{k: r[k] for k in PAIR_KEYS}, **{c: [r[c + "_before"], r[c + "_after"]] for c in VERDICT_COLUMNS}}
+               for _, r in m.iterrows()
+               if any(str(r[c + "_before"]) != str(r[c + "_after"]) for c in VERDICT_COLUMNS)]
+    moved = {c: float((m[c + "_before"] - m[c + "_after"]).abs().max()) for c in ("F_method", "F_vs", "diff", "lo", "hi")}
+    return {"pairs": len(m), "unmatched": int((m["_merge"] != "both").sum()), "verdicts_changed": changed,
+            "max_abs_moved": moved}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("before", type=Path)
@@ -72,6 +97,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     res = compare(load(args.before), load(args.after))
+    verdicts = compare_verdicts(args.before, args.after)
+    if verdicts is not None:
+        res["verdicts"] = verdicts
+        print(f"matched-size verdicts: {len(verdicts['verdicts_changed'])} of {verdicts['pairs']} changed "
+              f"({verdicts['unmatched']} pairs in one run only); F, difference and interval ends moved by at most "
+              f"{max(verdicts['max_abs_moved'].values()):.3g}")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")
     if "error" in res:

@@ -17,14 +17,14 @@ from bench.data import TaskData
 from bench.model.spliced import SplicedModel
 
 
-def _gemma2_like():
+def _gemma2_like(attn_types=("global", "local")):
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     cfg = HookedTransformerConfig(
         n_layers=4, d_model=32, n_heads=4, d_head=8, n_key_value_heads=2, d_mlp=64, d_vocab=50, n_ctx=32,
         act_fn="gelu_pytorch_tanh", normalization_type="RMSPre", use_normalization_before_and_after=True,
         positional_embedding_type="rotary", rotary_dim=8, gated_mlp=True, attn_scores_soft_cap=50.0,
-        output_logits_soft_cap=30.0, use_local_attn=True, attn_types=["global", "local"] * 2, window_size=4,
+        output_logits_soft_cap=30.0, use_local_attn=True, attn_types=list(attn_types) * 2, window_size=4,
         original_architecture="Gemma2ForCausalLM", seed=0,
     )
     return HookedTransformer(cfg).eval(), [f"blocks.{i}.hook_resid_post" for i in (0, 1, 3)], "jumprelu"
@@ -251,12 +251,16 @@ def test_listing_is_lazy():
 
 
 def _last_block_positions(sp, call):
-    """``call()``'s result and the positions the last block's MLP computed (per forward)."""
+    """``call()``'s result and the positions the last block's MLP computed (per forward): observed by
+    wrapping the MLP's forward, since a hook inside the block would make the whole block run."""
     seen = []
-    name = f"blocks.{sp.model.cfg.n_layers - 1}.hook_mlp_out"
-    with sp.model.hooks(fwd_hooks=[(name, lambda x, hook: seen.append(x.shape[1]))]):
-        out = call()
-    return out, seen
+    mlp = sp.model.blocks[sp.model.cfg.n_layers - 1].mlp
+    forward = mlp.forward
+    mlp.forward = lambda x, *a, **k: seen.append(x.shape[1]) or forward(x, *a, **k)
+    try:
+        return call(), seen
+    finally:
+        del mlp.forward
 
 
 def _grads(sp, toks, site, run):
@@ -267,14 +271,20 @@ def _grads(sp, toks, site, run):
     return logits.detach(), w.grad
 
 
+def _gemma2_global_last():  # Gemma-2-9B's block 41 (after its last SAE) is a global one
+    return _gemma2_like(attn_types=("local", "global"))
+
+
 # Tolerance 1e-5, as above: the short last block does the same fp32 operations on fewer rows (its
 # matmuls round differently in the last bits, ~1e-6 here). Breaks tried, each failing here or in
 # tests/test_spliced.py: the earlier positions' keys and values computed without ln1, the final
 # site's mean error taken at position 0, the final site's hook not told the prompts' length, a site
 # inside the last block ignored.
-@pytest.mark.parametrize("build,layers", [(_gemma2_like, (0, 1, 3)), (_gemma2_like, (0, 1, 2)), (_gpt2_like, None)],
-                         ids=["gemma-2-final-site", "gemma-2-free-last-block", "gpt2-resid-pre"])
-@pytest.mark.parametrize("policy", ["drop", "keep"])
+@pytest.mark.parametrize("build,layers", [(_gemma2_like, (0, 1, 3)), (_gemma2_like, (0, 1, 2)),
+                                          (_gemma2_global_last, (0, 1, 2)), (_gpt2_like, None)],
+                         ids=["gemma-2-final-site", "gemma-2-free-local-last-block", "gemma-2-free-global-last-block",
+                              "gpt2-resid-pre"])
+@pytest.mark.parametrize("policy", ["drop", "keep", "mean"])
 def test_last_block_runs_at_the_last_position_alone(build, layers, policy):
     """The last block computes the last position only (its keys and values from every position),
     where no site sits inside it; its logits and gradients equal TransformerLens's full forward."""
@@ -283,12 +293,15 @@ def test_last_block_runs_at_the_last_position_alone(build, layers, policy):
         hooks = [f"blocks.{i}.hook_resid_post" for i in layers]
     sp = SplicedModel(model, _saes(hooks, kind), policy)
     toks = _toy_data().clean
+    if policy == "mean":  # fitted on other prompts: a mean taken at the wrong position would show
+        other = torch.randint(1, 50, (8, toks.shape[1]), generator=torch.Generator().manual_seed(5))
+        other[:, 0] = 0
+        sp.fit_error_means(other)
     P, last = toks.shape[1], model.cfg.n_layers - 1
+    pre = f"blocks.{last}.hook_resid_pre"
     inputs = sp.site_inputs(toks)
     for site in sp.sites:
-        # a site inside the last block other than its resid_post (gpt2's blocks.3.hook_resid_pre)
-        # downstream of ``site`` makes the whole block run
-        inside = any(s != site and s == f"blocks.{last}.hook_resid_pre" for s in sp.sites)
+        inside = site != pre and pre in sp.sites  # a site inside the last block downstream: the whole block runs
         edits = {site: _edit_scale}
         got, seen = _last_block_positions(sp, lambda site=site, edits=edits: sp.run_from(site, inputs[site], dict(edits)))
         assert torch.allclose(got, _hooked(sp, toks, edits), atol=1e-5), site
@@ -306,6 +319,11 @@ def test_last_block_runs_at_the_last_position_alone(build, layers, policy):
         assert g_full[1].abs().max() > 1e-3, site  # the gradient is not trivially zero
     got, seen = _last_block_positions(sp, lambda: sp.run(toks))
     assert torch.allclose(got, _hooked(sp, toks, {}), atol=1e-5) and seen == [P if layers is None else 1]
+    # a hook someone else attached inside the last block sees every position: the whole block runs
+    name = f"blocks.{last}.attn.hook_z"
+    with model.hooks(fwd_hooks=[(name, lambda z, hook: z)]):
+        got, seen = _last_block_positions(sp, lambda: sp.run(toks, {sp.sites[0]: _edit_scale}))
+    assert seen == [P] and torch.allclose(got, _hooked(sp, toks, {sp.sites[0]: _edit_scale}), atol=1e-5)
 
 
 def test_the_last_block_runs_whole_where_its_architecture_needs_it():
@@ -316,8 +334,13 @@ def test_the_last_block_runs_whole_where_its_architecture_needs_it():
     assert unsupported(_gpt2_like()[0].cfg) is None
     cfg = model.cfg
     for field, value, reason in [("positional_embedding_type", "shortformer", "shortformer"),
+                                 ("positional_embedding_type", "alibi", "alibi"),
                                  ("original_architecture", "Olmo2ForCausalLM", "Olmo2"),
-                                 ("use_split_qkv_input", True, "per-head"), ("attention_dir", "bidirectional", "bidirectional")]:
+                                 ("original_architecture", "Olmo3ForCausalLM", "Olmo3"),
+                                 ("original_architecture", "OlmoeForCausalLM", "Olmoe"),
+                                 ("clip_qkv", 8.0, "clip_qkv"), ("n_devices", 2, "2 devices"),
+                                 ("use_split_qkv_input", True, "per-head"), ("use_attn_in", True, "per-head"),
+                                 ("attention_dir", "bidirectional", "bidirectional")]:
         before = getattr(cfg, field)
         setattr(cfg, field, value)
         try:

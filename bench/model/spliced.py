@@ -237,6 +237,8 @@ class SplicedModel:
         ``positions``: with ``last_only``, the prompts' length when ``x`` holds their last position
         only (the last block ran there alone).
         """
+        if positions is not None and capture is not None:
+            raise ValueError("substitute: a capture needs every position, not the last of positions")
         sae = self.saes[site]
         means = self.error_means if means is None else means
         n = positions or x.shape[1]
@@ -333,10 +335,12 @@ class SplicedModel:
     def _last_block_alone(self) -> bool:
         """Whether the last block may run at the last position only: its architecture allows it
         (:func:`bench.model.last_block.unsupported`) and no site of this model sits inside it
-        (a site at its ``hook_resid_post``, the final residual, is substituted there alone)."""
+        (a site at its ``hook_resid_post``, the final residual, is substituted there alone), and no
+        hook is attached inside it before the run installs its own."""
         n = self.model.cfg.n_layers
         inside = [s for s in self.saes if _site_key(s) >= (n - 1, 0) and not self.is_final(s)]
-        return not inside and last_block.unsupported(self.model.cfg) is None
+        return (not inside and last_block.unsupported(self.model.cfg) is None
+                and not last_block.busy_hooks(self.model.blocks[n - 1]))
 
     def _prefix_start(self) -> int | None:
         """The block a run resumes at after the first site, or None when the first site is not a

@@ -16,7 +16,9 @@ Every column means one thing on every device:
   ``rss_fresh_process`` (a worker started for this cell) / ``rss_shared_process`` (inline).
 * pass counts: ``forward_prompts`` / ``backward_prompts`` count prompts through the model;
   ``forward_model_fraction`` / ``backward_model_fraction`` weight each prompt-pass by the share of
-  the model's blocks it ran (a run from a late site counts as a partial forward).
+  the model's blocks it ran (a run from a late site counts as a partial forward). It is the share of
+  blocks, not of their work: the last block counts whole where it runs at the last position only
+  (``bench.model.last_block``), so the pass counts are the same with and without that shortcut.
 """
 
 from __future__ import annotations
