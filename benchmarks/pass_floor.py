@@ -79,7 +79,9 @@ def unit_costs(run_dir: Path, task: str, seed: int, rows: int, repeats: int) -> 
             "rows": rows, "repeats": repeats, "task": task, "seed": seed}
 
 
-def ratios(run_dir: Path, units: dict[str, float]):
+def ratios(run_dir: Path, units: dict):
+    """Per-cell and per-method wall / floor. ``units``: one task's unit costs for every cell, or
+    ``{task: unit costs}`` (``--task all``) for each cell's own task (its prompts' length)."""
     import numpy as np
     import pandas as pd
 
@@ -87,8 +89,13 @@ def ratios(run_dir: Path, units: dict[str, float]):
     keys = ["task", "seed", "method"]
     cost = df[df.metric.isin(["wall_seconds", "forward_model_fraction", "backward_model_fraction"])]
     wide = cost.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
-    t_fwd = np.where(wide.backward_model_fraction > 0, units["t_forward_with_graph"], units["t_forward"])
-    wide["floor_seconds"] = wide.forward_model_fraction * t_fwd + wide.backward_model_fraction * units["t_backward"]
+    per_task = "t_forward" not in units
+
+    def unit(name: str) -> np.ndarray:
+        return wide.task.map(lambda t: units[t][name]).to_numpy() if per_task else np.full(len(wide), units[name])
+
+    t_fwd = np.where(wide.backward_model_fraction > 0, unit("t_forward_with_graph"), unit("t_forward"))
+    wide["floor_seconds"] = wide.forward_model_fraction * t_fwd + wide.backward_model_fraction * unit("t_backward")
     wide["ratio"] = wide.wall_seconds / wide.floor_seconds.where(wide.floor_seconds > 0)
     per_method = wide.groupby("method").agg(wall_seconds=("wall_seconds", "sum"), floor_seconds=("floor_seconds", "sum"),
                                             cells=("wall_seconds", "size")).reset_index()
@@ -101,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", required=True, type=Path, help="a run folder (results.parquet, run.json)")
     ap.add_argument("--json", required=True, type=Path)
     ap.add_argument("--md", type=Path, default=None)
-    ap.add_argument("--task", default=None, help="task the unit costs are measured on (default: the run's first)")
+    ap.add_argument("--task", default=None, help="task the unit costs are measured on (default: the run's first; "
+                    "'all': each task's own, for its cells)")
     ap.add_argument("--rows", type=int, default=128, help="prompts per measured pass (default: the CPU evaluator's 128)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--units", type=Path, default=None,
@@ -110,11 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     run_json = json.loads((args.results / "run.json").read_text())
     task = args.task or run_json["config"]["tasks"][0]
+    seed = int(run_json["config"]["seeds"][0])
     if args.units is not None:
         units = json.loads(args.units.read_text())["units"]
-        task = units["task"]
+        task = units["task"] if "t_forward" in units else "all"
+    elif task == "all":
+        units = {t: unit_costs(args.results, t, seed, args.rows, args.repeats) for t in run_json["config"]["tasks"]}
     else:
-        units = unit_costs(args.results, task, int(run_json["config"]["seeds"][0]), args.rows, args.repeats)
+        units = unit_costs(args.results, task, seed, args.rows, args.repeats)
     wide, per_method = ratios(args.results, units)
     label = args.label or args.results.name
     out = {"results": label, "commit": run_json.get("commit"), "units": units,
@@ -122,11 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     if args.md:
+        each = units if task == "all" else {task: units}
+        costs = "; ".join(f"`{t}` forward {1e3 * u['t_forward']:.3f} ms per prompt without a graph, "
+                          f"{1e3 * u['t_forward_with_graph']:.3f} ms building one, backward {1e3 * u['t_backward']:.3f} ms"
+                          for t, u in each.items())
+        first = next(iter(each.values()))
         lines = [f"# Wall time against the pass floor: {label} (commit {str(run_json.get('commit'))[:7]})", "",
-                 f"Unit costs on `{task}` ({units['rows']} prompts per pass, median of {units['repeats']}): forward "
-                 f"{1e3 * units['t_forward']:.3f} ms per prompt without a graph, "
-                 f"{1e3 * units['t_forward_with_graph']:.3f} ms building one, backward "
-                 f"{1e3 * units['t_backward']:.3f} ms per prompt. Floor = forward_model_fraction x forward (with a "
+                 f"Unit costs ({first['rows']} prompts per pass, median of {first['repeats']}"
+                 + (", each cell's floor from its own task's" if task == "all" else ", every cell's floor from these")
+                 + f"): {costs}. Floor = forward_model_fraction x forward (with a "
                  "graph for a method that runs a backward) + backward_model_fraction x backward; the evaluator's "
                  "work is not in these rows (`benchmarks/pass_floor.py`).", "",
                  "| method | cells | wall s | floor s | wall / floor |", "|---|---:|---:|---:|---:|"]
