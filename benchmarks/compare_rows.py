@@ -70,7 +70,25 @@ def compare(a: pd.DataFrame, b: pd.DataFrame) -> dict:
     return out
 
 
-VERDICT_COLUMNS = ["verdict", "verdict_interval"]
+def compare_circuits(a: pd.DataFrame, b: pd.DataFrame) -> list[dict]:
+    """Per method and circuit kind: circuits matched by key (task, seed, circuit kind, size k for cuts
+    or the circuit's index for a method's own, site) whose node counts differ, and keys found in one
+    run only. :func:`compare` aligns rows by position, so where a size moved its maxima compare
+    neighbouring sizes; this comparison does not."""
+    out = []
+    for (m, kind), ga in a[(a.metric == "site_nodes") & (a.split == "test")].groupby(["method", "circuit_kind"]):
+        gb = b[(b.metric == "site_nodes") & (b.split == "test") & (b.method == m) & (b.circuit_kind == kind)]
+        key = ["task", "seed", "k" if kind == "cut" else "circuit", "site"]
+        va, vb = ga.groupby(key).value.first(), gb.groupby(key).value.first()
+        j = pd.concat([va.rename("a"), vb.rename("b")], axis=1)
+        both = j.notna().all(axis=1)
+        out.append({"method": m, "kind": kind, "keys": len(j), "in_one_run_only": int((~both).sum()),
+                    "differing": int((both & (j.a != j.b)).sum()),
+                    "groups_differing": sorted({f"{t} seed {int(sd)}" for t, sd, *_ in j.index[both & (j.a != j.b)]})})
+    return out
+
+
+VERDICT_COLUMNS = ["verdict", "verdict_interval", "in_tally", "k"]
 PAIR_KEYS = ["task", "target", "method", "vs"]
 
 
@@ -97,8 +115,16 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     res = compare(load(args.before), load(args.after))
+    if "error" not in res and not res["identical"]:
+        res["circuits"] = compare_circuits(load(args.before), load(args.after))
+        for r in res["circuits"]:
+            if r["differing"] or r["in_one_run_only"]:
+                print(f"circuits: {r['method']} {r['kind']}: {r['differing']} of {r['keys']} differ "
+                      f"({', '.join(r['groups_differing'])}), {r['in_one_run_only']} in one run only")
     verdicts = compare_verdicts(args.before, args.after)
-    if verdicts is not None:
+    if verdicts is None:
+        print("matched-size verdicts: not compared (a run without summary_pairwise.csv)")
+    else:
         res["verdicts"] = verdicts
         print(f"matched-size verdicts: {len(verdicts['verdicts_changed'])} of {verdicts['pairs']} changed "
               f"({verdicts['unmatched']} pairs in one run only); F, difference and interval ends moved by at most "

@@ -103,6 +103,11 @@ def ratios(run_dir: Path, units: dict):
     return wide, per_method.sort_values("wall_seconds", ascending=False)
 
 
+def _records(df) -> list[dict]:
+    """Rows for strict JSON: NaN (a cell with no passes has no ratio) as null."""
+    return df.round(4).astype(object).where(df.notna(), None).to_dict("records")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--results", required=True, type=Path, help="a run folder (results.parquet, run.json)")
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     wide, per_method = ratios(args.results, units)
     label = args.label or args.results.name
     out = {"results": label, "commit": run_json.get("commit"), "units": units,
-           "per_method": per_method.round(4).to_dict("records"), "per_cell": wide.round(4).to_dict("records")}
+           "per_method": _records(per_method), "per_cell": _records(wide)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     if args.md:
