@@ -114,9 +114,10 @@ def main(argv=None) -> int:
     ap.add_argument("after", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    res = compare(load(args.before), load(args.after))
+    before, after = load(args.before), load(args.after)
+    res = compare(before, after)
     if "error" not in res and not res["identical"]:
-        res["circuits"] = compare_circuits(load(args.before), load(args.after))
+        res["circuits"] = compare_circuits(before, after)
         for r in res["circuits"]:
             if r["differing"] or r["in_one_run_only"]:
                 print(f"circuits: {r['method']} {r['kind']}: {r['differing']} of {r['keys']} differ "

@@ -29,6 +29,7 @@ assume one).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -38,16 +39,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+@functools.cache
+def _run_world(run_dir: Path):
+    """The run's config and its world, loaded once for every task measured (``--task all``)."""
+    from bench.model.loading import load_world
+    from bench.run.config import config_from_run
+
+    cfg = config_from_run(run_dir / "run.json")
+    return cfg, load_world(cfg.preset, cfg.error_policy, cfg.device)
+
+
 def unit_costs(run_dir: Path, task: str, seed: int, rows: int, repeats: int) -> dict[str, float]:
     """(t_forward, t_backward) seconds per prompt-pass on the run's world and ``task``."""
     import torch
 
-    from bench.model.loading import load_world
-    from bench.run.config import config_from_run
     from bench.run.setup import load_task, setup_task
 
-    cfg = config_from_run(run_dir / "run.json")
-    world = load_world(cfg.preset, cfg.error_policy, cfg.device)
+    cfg, world = _run_world(run_dir)
     setup = setup_task(load_task(task), world, cfg, seed)
     ctx = setup.ctx
     data = ctx.train.subset([i % len(ctx.train) for i in range(rows)])
